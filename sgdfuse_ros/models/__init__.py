@@ -1,0 +1,1 @@
+"""The networks (stage 1, refiner) as plain PyTorch modules."""

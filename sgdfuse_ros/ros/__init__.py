@@ -1,0 +1,1 @@
+"""Everything that needs ROS 2: the node, synchronization, message conversion, bags."""

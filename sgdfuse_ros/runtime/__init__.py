@@ -1,0 +1,1 @@
+"""Inference backends (torch, onnxruntime, tensorrt), ONNX export and the engine cache."""

@@ -1,0 +1,1 @@
+"""Losses, data sets and training loops."""
