@@ -126,7 +126,7 @@ def dataset_pairs(root: str | os.PathLike) -> list[PairPaths]:
 # --------------------------------------------------------------------------------------------
 
 def to_float(img: np.ndarray) -> np.ndarray:
-    """``uint8``/``uint16``/float image -> ``float32`` in ``[0, 1]`` (by the dtype's full range)."""
+    """``uint8``/``uint16``/float image -> ``float32`` in ``[0, 1]`` (by the dtype's range)."""
     if img.dtype == np.uint8:
         return img.astype(np.float32) * (1.0 / 255.0)
     if img.dtype == np.uint16:
@@ -195,12 +195,14 @@ class ThermalGain:
     """Map raw thermal counts (``uint8``, ``uint16`` or float) to ``float32`` in ``[0, 1]``.
 
     The gain is linear between a low and a high bound taken at the ``low_percentile`` and
-    ``high_percentile`` of the frame's values. For a stream (``smoothing > 0``) the bounds are an
-    exponential moving average over frames, ``b_t = s * b_{t-1} + (1 - s) * p_t``, so the image does
-    not flicker as hot objects enter and leave the view (per-frame min-max would). 8-bit input is
-    passed through unchanged by default (``gain_8bit=False``): it is already display-referred.
+    ``high_percentile`` of the frame's values. For a stream (``smoothing > 0``) the bounds are
+    an exponential moving average over frames, ``b_t = s * b_{t-1} + (1 - s) * p_t``, so the
+    image does not flicker as hot objects enter and leave the view (per-frame min-max would).
+    8-bit input is passed through unchanged by default (``gain_8bit=False``): it is already
+    display-referred.
 
-    Percentiles are computed on a strided subsample (``sample_stride``) to stay cheap at video rate.
+    Percentiles are computed on a strided subsample (``sample_stride``) to stay cheap at video
+    rate.
     """
 
     def __init__(self, *, low_percentile: float = 1.0, high_percentile: float = 99.0,
@@ -330,7 +332,8 @@ def align_pair(thermal: np.ndarray, visible: np.ndarray, homography: np.ndarray 
     With a homography the thermal frame is warped; without one the sizes must already agree.
     """
     if thermal.ndim != 2:
-        raise ImageError(f'{name}: thermal frame must be single-channel, got shape {thermal.shape}')
+        raise ImageError(f'{name}: thermal frame must be single-channel, got shape '
+                         f'{thermal.shape}')
     if visible.ndim not in (2, 3) or (visible.ndim == 3 and visible.shape[2] != 3):
         raise ImageError(f'{name}: visible frame must be gray or RGB, got shape {visible.shape}')
     if min(thermal.shape[:2]) == 0 or min(visible.shape[:2]) == 0:
