@@ -1,0 +1,330 @@
+"""Training of the stage-1 network (``sgdfuse train stage1``).
+
+Adam with a linear warm-up and a cosine decay, random crops of the training pairs (see
+:mod:`.data`), an exponential moving average (EMA) of the weights that is what gets evaluated and
+shipped, periodic checkpoints (model hyper-parameters, training config, optimizer and EMA state)
+and ``--resume``. At the end the EMA weights are written to ``--out`` (small: no optimizer state)
+and scored on the validation pairs at their native resolution with the standard fusion metrics,
+next to the Laplacian-pyramid baseline; the table goes to the terminal and, with the weights'
+SHA-256, the command and the duration, into a JSON sidecar ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+import shlex
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..fusion import imaging
+from ..models.stage1 import (PRESETS, Stage1Net, count_params, gflops_per_frame,
+                             make_checkpoint, preset, read_checkpoint)
+from .config import TrainConfig, add_arguments, config_from_args
+from .data import CropSampler, Pair, load_split
+from .losses import FusionLoss
+
+
+def _device(name: str) -> torch.device:
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dev = torch.device(name)
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError('--device cuda requested but no CUDA device is available')
+    return dev
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to ``lr_min``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference and validation
+# ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def fuse_arrays(model: Stage1Net, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """Fuse ``(C, H, W)`` (or ``H x W``) float arrays of any size: pad to the network's multiple,
+    run, crop back. Returns float32 ``(C_out, H, W)`` (or ``H x W`` for 2-D input)."""
+    flat = ir.ndim == 2
+    if flat:
+        ir, vis = ir[None], vis[None]
+    m = model.multiple
+    ir_p, size = imaging.pad_to_multiple(ir.transpose(1, 2, 0), m)
+    vis_p, _ = imaging.pad_to_multiple(vis.transpose(1, 2, 0), m)
+    p = next(model.parameters())
+    ti = torch.from_numpy(np.ascontiguousarray(ir_p.transpose(2, 0, 1)))[None].to(p)
+    tv = torch.from_numpy(np.ascontiguousarray(vis_p.transpose(2, 0, 1)))[None].to(p)
+    out = model(ti, tv)[0].float().cpu().numpy()
+    out = out[:, :size[0], :size[1]]
+    return out[0] if flat else out
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+    if x.shape[0] == 1:
+        return x[0]
+    return 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+
+
+def evaluate(fuse: Callable[[Pair], np.ndarray], pairs: list[Pair]) -> dict[str, dict]:
+    """Metrics per pair (``set/name``) of ``fuse(pair) -> luma float [0, 1] (H, W)``, scored
+    as 8-bit gray against the 8-bit sources at the pair's native resolution."""
+    from ..fusion.metrics import compute_metrics
+
+    out = {}
+    for p in pairs:
+        ir8, vis8 = imaging.to_uint8(_luma(p.ir)), imaging.to_uint8(_luma(p.vis))
+        out[f'{p.set}/{p.name}'] = compute_metrics(imaging.to_uint8(fuse(p)), ir8, vis8)
+    return out
+
+
+def mean_metrics(per_pair: dict[str, dict]) -> dict[str, float]:
+    keys = next(iter(per_pair.values())).keys()
+    return {k: float(np.mean([m[k] for m in per_pair.values()])) for k in keys}
+
+
+def validate(model: Stage1Net, pairs: list[Pair]) -> dict[str, dict[str, float]]:
+    """Mean metrics of stage 1 and of the Laplacian baseline on ``pairs``."""
+    from ..fusion.baselines import fuse_laplacian
+
+    model.eval()
+    rows = {
+        'stage1': mean_metrics(evaluate(lambda p: _luma(fuse_arrays(model, p.ir, p.vis)),
+                                        pairs)),
+        'laplacian': mean_metrics(evaluate(lambda p: fuse_laplacian(_luma(p.ir), _luma(p.vis)),
+                                           pairs)),
+    }
+    return rows
+
+
+def _metrics_available() -> bool:
+    try:
+        from ..fusion import metrics  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def count_wins(rows: dict[str, dict[str, float]], ours: str = 'stage1',
+               theirs: str = 'laplacian') -> tuple[int, list[str]]:
+    """How many headline metrics ``ours`` beats ``theirs`` on (higher is better for all)."""
+    from ..fusion.metrics import HEADLINE
+
+    won = [k for k in HEADLINE if rows[ours][k] > rows[theirs][k]]
+    return len(won), won
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+def _progress(total: int, initial: int):
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc='stage1', unit='step', file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5 if tty else 30.0)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
+          command: str = '', log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) a training run; returns a summary (``loss_start``,
+    ``loss_end``, ``metrics``, ``wins``, ``seconds``...).
+
+    ``stop_at`` interrupts the run after that step (the checkpoint is written, nothing else; a
+    later call with ``resume=True`` continues it as if it had not stopped).
+    """
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, resume, stop_at, command, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, resume: bool, stop_at: int | None, command: str,
+           log: Callable[[str], None]) -> dict[str, Any]:
+    dev = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    arch = preset(cfg.preset, in_channels=cfg.channels, out_channels=cfg.channels)
+    model = Stage1Net(arch).to(dev)
+    if cfg.init:
+        init = read_checkpoint(cfg.init, map_location=dev)
+        if init['config'] != asdict(arch):
+            raise ValueError(f'{cfg.init}: its architecture differs from preset {cfg.preset!r}')
+        sd = init.get('ema', init['state_dict'])
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in sd.items()})
+        log(f'stage1: initialised from {cfg.init} (step {init.get("step")})')
+    ema = Stage1Net(arch).to(dev)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn = FusionLoss(cfg.loss_weights())
+
+    train_pairs, val_pairs = load_split(cfg.data, cfg.channels)
+    names = {(p.set, p.name) for p in train_pairs}
+    leaked = [f'{p.set}/{p.name}' for p in val_pairs if (p.set, p.name) in names]
+    if leaked:  # cannot happen with split_pairs; kept as a guard against future edits
+        raise RuntimeError(f'validation pairs in the training set: {leaked}')
+    sampler = CropSampler(train_pairs, cfg.crop, cfg.seed)
+    log(f'stage1: {len(train_pairs)} training pairs, {len(val_pairs)} validation pairs; '
+        f'preset {cfg.preset}: {count_params(model)} parameters, '
+        f'{gflops_per_frame(ema):.3f} GFLOPs per 640x480 frame; device {dev}')
+
+    ckpt_path = cfg.checkpoint_path()
+    step, elapsed, history = 0, 0.0, []
+    if ckpt_path.is_file():
+        if not resume:
+            raise FileExistsError(f'{ckpt_path} exists: pass --resume to continue it, or delete '
+                                  'it to start over')
+        ck = read_checkpoint(ckpt_path, map_location=dev)
+        if ck['config'] != asdict(arch):
+            raise ValueError(f'{ckpt_path}: its architecture differs from preset {cfg.preset!r}')
+        model.load_state_dict(ck['state_dict'])
+        ema.load_state_dict(ck['ema'])
+        opt.load_state_dict(ck['optimizer'])
+        step, elapsed = int(ck['step']), float(ck.get('seconds', 0.0))
+        history = list(ck.get('history', []))
+        log(f'stage1: resumed {ckpt_path} at step {step}')
+
+    def save_state():
+        _save_atomic(make_checkpoint(model, ema=ema.state_dict(), optimizer=opt.state_dict(),
+                                     train=asdict(cfg), step=step, seconds=elapsed,
+                                     history=history), ckpt_path)
+
+    t0 = time.perf_counter() - elapsed
+    bar = _progress(cfg.steps, step)
+    running = None
+    # history: [step, mean loss over the last `every` steps]
+    every = max(1, min(50, cfg.steps // 10))
+    window = []
+    model.train()
+    last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    while step < last:
+        for g in opt.param_groups:
+            g['lr'] = learning_rate(cfg, step)
+        ir_np, vis_np = sampler.batch(step, cfg.batch)
+        ir = torch.from_numpy(ir_np).to(dev)
+        vis = torch.from_numpy(vis_np).to(dev)
+        fused = model(ir, vis)
+        loss, terms = loss_fn(fused, ir, vis)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            d = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        step += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.update(1)
+        bar.set_postfix(refresh=False, loss=f'{running:.4f}',
+                        **{k: f'{v:.4f}' for k, v in terms.items()})
+        window.append(value)
+        if step % every == 0 or step == cfg.steps:
+            history.append([step, float(np.mean(window))])
+            window = []
+        if step % cfg.checkpoint_every == 0 or step == last:
+            elapsed = time.perf_counter() - t0
+            save_state()
+    bar.close()
+    if step < cfg.steps:
+        log(f'stage1: stopped at step {step} of {cfg.steps}; state in {ckpt_path}')
+        return {'steps': step, 'stopped': True}
+    elapsed = time.perf_counter() - t0
+
+    summary: dict[str, Any] = {
+        'steps': step, 'seconds': round(elapsed, 1),
+        'loss_start': history[0][1] if history else None,
+        'loss_end': history[-1][1] if history else None,
+        'params': count_params(ema), 'gflops_640x480': round(gflops_per_frame(ema), 3),
+    }
+    ema.eval()
+    if cfg.validate and val_pairs and not _metrics_available():
+        log('stage1: warning: sgdfuse_ros.fusion.metrics is not available; no validation')
+    elif cfg.validate and val_pairs:
+        rows = validate(ema, val_pairs)
+        wins, won = count_wins(rows)
+        summary.update(metrics=rows, wins=wins, won=won,
+                       validation=[f'{p.set}/{p.name}' for p in val_pairs])
+        from ..fusion.metrics import format_table
+        log(f'validation ({len(val_pairs)} pairs, native resolution):')
+        log(format_table(rows))
+        log(f'stage1 beats laplacian on {wins} of 8: {", ".join(won)}')
+    out = Path(cfg.out)
+    _save_atomic(make_checkpoint(ema, half=cfg.half, train=asdict(cfg), step=step,
+                                 metrics=summary.get('metrics')), out)
+    summary['sha256'] = sha256(out)
+    sidecar = {'file': out.name, 'sha256': summary['sha256'], 'command': command,
+               'preset': cfg.preset, 'config': asdict(arch), 'train': asdict(cfg),
+               **{k: v for k, v in summary.items() if k != 'sha256'}}
+    with open(out.with_suffix('.json'), 'w') as f:
+        json.dump(sidecar, f, indent=2)
+    log(f'stage1: wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix(".json")}'
+        f' after {elapsed / 60:.1f} min')
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line (wired into ``sgdfuse train stage1``)
+# ----------------------------------------------------------------------------------------------
+
+def run_train_stage1(args) -> int:
+    """Entry point of ``sgdfuse train stage1``; returns the exit status."""
+    cfg = config_from_args(args)
+    if cfg.crop % PRESETS[cfg.preset].multiple:
+        print(f'sgdfuse: error: --crop must be a multiple of {PRESETS[cfg.preset].multiple}',
+              file=sys.stderr)
+        return 2
+    prog = Path(sys.argv[0]).name
+    prog = ('sgdfuse' if prog.startswith('sgdfuse') or prog == 'cli.py' else
+            'python -m sgdfuse_ros.training.stage1' if prog == 'stage1.py' else sys.argv[0])
+    command = ' '.join([prog] + [shlex.quote(a) for a in sys.argv[1:]])
+    try:
+        train(cfg, resume=args.resume, command=command)
+    except (FileNotFoundError, FileExistsError, ValueError, imaging.ImageError) as exc:
+        print(f'sgdfuse: error: {exc}', file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog='python -m sgdfuse_ros.training.stage1',
+                                description='Train the stage-1 fusion network.')
+    add_arguments(p)
+    return run_train_stage1(p.parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
