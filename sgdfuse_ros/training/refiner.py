@@ -1,0 +1,664 @@
+"""Training of the refiner: the many-step teacher (``sgdfuse train stage2``) and the few-step
+student distilled from it (``sgdfuse train distill``).
+
+Data. The pairs and the validation split are those of stage 1 (:mod:`.data`: validation = every
+FMB pair and every 5th RoadScene pair, never trained on). For every pair, F1 (from the given
+stage-1 weights) and the two semantic masks (from a mask provider, ``lite_medsam`` by default)
+are computed once at native resolution and cached on disk under ``cache_dir``
+(``f1/<stage-1 sha12>/<set>/<name>.npy``, ``masks/<provider>/<set>/<name>.npz``), then random
+crops of ``[IR, F1, masks, VIS]`` are drawn with :class:`.data.CropSampler`.
+
+Teacher (see :mod:`sgdfuse_ros.models.diffusion` for the process). Each step draws
+``t ~ U{0..T-1}`` per crop and noises ``x_0`` to ``x_t``; ``x_0`` is F1, or, for a share
+``bootstrap`` of the crops, the network's own stop-gradient estimate ``net(x_{t'}, cond, t')``
+made at a later timestep ``t' ~ U{t..T-1}``, which is what the sampler feeds it at every step
+after the first. The x0-prediction ``x0_hat = net(x_t, cond, t)`` is scored with the refiner loss
+(:mod:`.refiner_losses`: mask-guided intensity and gradient inside the masks, plus the global
+terms), since fusion has no ground truth to regress to. Adam, warm-up + cosine decay, an EMA of
+the weights (what is written and evaluated), checkpoints and ``--resume`` as for stage 1.
+
+Student (output distillation of the deterministic DDIM teacher, as in Luhman & Luhman 2021).
+The teacher's 60-step sample is computed once per training pair at native resolution (cached,
+``teacher/<teacher sha12>/...``). The student starts from the teacher's weights and is trained
+through its own K-step sampler (unrolled, differentiable, random start noise) on crops to
+match the teacher's sample (L1) plus a small weight of the refiner loss on its output.
+
+Ablation variants (``--variant``): ``no_sam`` zeroes the masks in training and inference (the
+mask-guided terms vanish); ``no_diffusion`` trains the same network as a one-pass regressor
+(input ``x_t`` = clean F1, ``t = 0``, sampled with one step from ``clean``); ``no_hfah`` replaces
+the HFAH by a plain output convolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+import json
+import os
+from pathlib import Path
+import shlex
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..fusion import imaging
+from ..models.diffusion import Diffusion, to_image, to_model
+from ..models.refiner import (PRESETS, RefinerNet, SamplerSettings, build_condition,
+                              config_from_checkpoint, count_params, gflops_per_step,
+                              make_checkpoint, preset, read_checkpoint)
+from .data import CropSampler, Pair, expand_data_dirs, load_pair, split_pairs
+from .refiner_config import (RefinerTrainConfig, add_distill_arguments, add_stage2_arguments,
+                             config_from_args)
+from .refiner_losses import RefinerLoss
+from .stage1 import count_wins, evaluate, fuse_arrays, learning_rate, mean_metrics, sha256
+
+LogFn = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: pairs with their cached F1 and masks
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class RefinerPair:
+    """One pair with its F1, masks and (distillation) teacher sample: ``(C, H, W)`` float32
+    (masks ``(2, H, W)``)."""
+
+    set: str
+    name: str
+    ir: np.ndarray
+    vis: np.ndarray
+    f1: np.ndarray
+    masks: np.ndarray
+    paths: imaging.PairPaths | None = None
+    target: np.ndarray | None = None
+
+
+def _device(name: str) -> torch.device:
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dev = torch.device(name)
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError('--device cuda requested but no CUDA device is available')
+    return dev
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp.npy')
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def stage1_weights_path(cfg: RefinerTrainConfig) -> Path:
+    if cfg.stage1:
+        return Path(cfg.stage1)
+    from ..fusion.networks import STAGE1_WEIGHTS
+    return STAGE1_WEIGHTS
+
+
+class PairCache:
+    """F1 and masks of pairs, computed on first use and cached on disk (see the module
+    docstring). Models and providers are built lazily, only when something is missing."""
+
+    def __init__(self, cache_dir: str | os.PathLike, stage1: str | os.PathLike,
+                 provider: str, channels: int = 1, log: LogFn = print):
+        self.root = Path(cache_dir)
+        self.stage1_path = Path(stage1)
+        if not self.stage1_path.is_file():
+            raise FileNotFoundError(f'{self.stage1_path}: no stage-1 weights (train stage 1 '
+                                    'first or pass --stage1)')
+        self.stage1_sha = sha256(self.stage1_path)
+        self.provider_name = provider
+        self.channels = channels
+        self.log = log
+        self._stage1 = None
+        self._provider = None
+
+    def f1_path(self, p: Pair) -> Path:
+        return self.root / 'f1' / self.stage1_sha[:12] / p.set / f'{p.name}.npy'
+
+    def mask_path(self, p: Pair) -> Path:
+        return self.root / 'masks' / self.provider_name / p.set / f'{p.name}.npz'
+
+    def f1(self, p: Pair) -> np.ndarray:
+        path = self.f1_path(p)
+        if path.is_file():
+            return np.load(path).astype(np.float32)
+        if self._stage1 is None:
+            from ..models.stage1 import load_stage1
+            self._stage1, _ = load_stage1(self.stage1_path, map_location='cpu')
+        with torch.inference_mode():
+            f1 = fuse_arrays(self._stage1, p.ir, p.vis).astype(np.float32)
+        _save_npy_atomic(path, f1.astype(np.float16))
+        return f1.astype(np.float16).astype(np.float32)
+
+    def masks(self, p: Pair, paths: imaging.PairPaths) -> np.ndarray:
+        path = self.mask_path(p)
+        if path.is_file():
+            with np.load(path) as z:
+                return np.stack([z['ir'], z['vis']]).astype(np.float32) / 255.0
+        if self._provider is None:
+            from ..fusion.masks import build_provider
+            self._provider = build_provider(self.provider_name)
+        vis_img = imaging.read_image(paths.vis)
+        if vis_img.dtype != np.uint8:
+            vis_img = imaging.to_uint8(imaging.to_float(vis_img))
+        ir = p.ir[0] if p.ir.shape[0] == 1 else p.ir.mean(0)
+        res = self._provider(ir, vis_img)
+        m8 = [imaging.to_uint8(res.ir), imaging.to_uint8(res.vis)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + '.tmp.npz')
+        np.savez_compressed(tmp, ir=m8[0], vis=m8[1])
+        os.replace(tmp, path)
+        return np.stack(m8).astype(np.float32) / 255.0
+
+
+def load_refiner_split(cfg: RefinerTrainConfig, log: LogFn = print
+                       ) -> tuple[list[RefinerPair], list[RefinerPair]]:
+    """Training and validation pairs with F1 and masks (computed and cached on first use)."""
+    cache = PairCache(cfg.cache_dir, stage1_weights_path(cfg), cfg.mask_provider, cfg.channels,
+                      log)
+    train: list[RefinerPair] = []
+    val: list[RefinerPair] = []
+    t0 = time.perf_counter()
+    for folder in expand_data_dirs(cfg.data):
+        tr, va = split_pairs(folder)
+        for group, out in ((tr, train), (va, val)):
+            for paths in group:
+                p = load_pair(paths, folder.name, cfg.channels)
+                out.append(RefinerPair(p.set, p.name, p.ir, p.vis, cache.f1(p),
+                                       cache.masks(p, paths), paths))
+    names = {(p.set, p.name) for p in train}
+    leaked = [f'{p.set}/{p.name}' for p in val if (p.set, p.name) in names]
+    if leaked:  # cannot happen with split_pairs; a guard against future edits
+        raise RuntimeError(f'validation pairs in the training set: {leaked}')
+    log(f'refiner: {len(train)} training and {len(val)} validation pairs with F1 (stage 1 '
+        f'{cache.stage1_sha[:12]}) and {cfg.mask_provider} masks ({time.perf_counter() - t0:.0f}'
+        f' s, cache {cfg.cache_dir})')
+    return train, val
+
+
+def crop_sampler(pairs: list[RefinerPair], crop: int, seed: int,
+                 with_target: bool = False) -> CropSampler:
+    """A :class:`.data.CropSampler` over ``[IR, F1, masks (, target)]`` + VIS stacks."""
+    stacked = []
+    for p in pairs:
+        parts = [p.ir, p.f1, p.masks] + ([p.target] if with_target else [])
+        stacked.append(Pair(p.set, p.name, np.ascontiguousarray(np.concatenate(parts)), p.vis))
+    return CropSampler(stacked, crop, seed)
+
+
+def split_batch(stack: np.ndarray, vis: np.ndarray, c: int, dev: torch.device):
+    t = torch.from_numpy(stack).to(dev)
+    out = {'ir': t[:, :c], 'f1': t[:, c:2 * c], 'masks': t[:, 2 * c:2 * c + 2],
+           'vis': torch.from_numpy(vis).to(dev)}
+    if t.shape[1] > 2 * c + 2:
+        out['target'] = t[:, 2 * c + 2:]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a refiner on pairs, validation
+# ----------------------------------------------------------------------------------------------
+
+def settings_for(cfg: RefinerTrainConfig) -> SamplerSettings:
+    if cfg.mode == 'teacher' and cfg.variant == 'no_diffusion':
+        return SamplerSettings(steps=1, t_start=0, start='clean')
+    return SamplerSettings(steps=cfg.sample_steps, t_start=cfg.t_start, start='f1')
+
+
+@torch.no_grad()
+def refine_pair(model: RefinerNet, settings: SamplerSettings, p: RefinerPair, *,
+                use_masks: bool = True, diffusion: Diffusion | None = None,
+                masks: np.ndarray | None = None, steps: int | None = None) -> np.ndarray:
+    """Refined ``(C, H, W)`` image of one pair at native resolution (the fixed start noise)."""
+    diffusion = diffusion or Diffusion()
+    m = p.masks if masks is None else masks
+    if not use_masks:
+        m = np.zeros_like(m)
+    stack = np.concatenate([p.f1, m, p.ir, p.vis]).transpose(1, 2, 0)
+    padded, size = imaging.pad_to_multiple(stack, model.multiple)
+    par = next(model.parameters())
+    x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None].to(par)
+    c = p.f1.shape[0]
+    f1 = x[:, :c]
+    cond = build_condition(f1, x[:, c:c + 2], x[:, c + 2:2 * c + 2], x[:, 2 * c + 2:],
+                           model.config.sources)
+    out = diffusion.sample(model, cond, f1, steps=steps or settings.steps,
+                           t_start=settings.t_start, start=settings.start)
+    return out[0].float().cpu().numpy()[:, :size[0], :size[1]]
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+    return x[0] if x.shape[0] == 1 else 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+
+
+def validation_rows(pairs: list[RefinerPair], refiners: dict[str, Callable[[RefinerPair],
+                                                                            np.ndarray]],
+                    baselines: bool = True) -> dict[str, dict[str, float]]:
+    """Mean metrics of each ``name -> fn(pair) -> (C, H, W)`` refiner on ``pairs``, plus
+    ``stage1`` (F1 itself) and ``laplacian``."""
+    from ..fusion.baselines import fuse_laplacian
+
+    rows = {name: mean_metrics(evaluate(lambda p, fn=fn: _luma(fn(p)), pairs))
+            for name, fn in refiners.items()}
+    if baselines:
+        rows['stage1'] = mean_metrics(evaluate(lambda p: _luma(p.f1), pairs))
+        rows['laplacian'] = mean_metrics(evaluate(
+            lambda p: fuse_laplacian(_luma(p.ir), _luma(p.vis)), pairs))
+    return rows
+
+
+def relative_gaps(rows: dict[str, dict[str, float]], a: str, b: str) -> dict[str, float]:
+    """``(a - b) / |b|`` per headline metric."""
+    from ..fusion.metrics import HEADLINE
+
+    return {k: (rows[a][k] - rows[b][k]) / max(abs(rows[b][k]), 1e-12) for k in HEADLINE}
+
+
+def time_sampler(model: RefinerNet, settings: SamplerSettings, *, size=(480, 640),
+                 repeats: int = 5, steps: int | None = None) -> float:
+    """Median milliseconds of the whole sampler (all steps, batch 1) on a ``size`` frame."""
+    diffusion = Diffusion()
+    h, w = size
+    c = model.config.channels
+    f1 = torch.rand(1, c, h, w)
+    cond = build_condition(f1, torch.rand(1, 2, h, w), torch.rand(1, c, h, w),
+                           torch.rand(1, c, h, w), model.config.sources)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            diffusion.sample(model, cond, f1, steps=steps or settings.steps,
+                             t_start=settings.t_start, start=settings.start)
+            if i:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+# ----------------------------------------------------------------------------------------------
+# Training loops
+# ----------------------------------------------------------------------------------------------
+
+def _progress(total: int, initial: int, desc: str):
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc=desc, unit='step', file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5 if tty else 30.0)
+
+
+def _generator(seed: int, step: int, dev: torch.device) -> torch.Generator:
+    g = torch.Generator(device=dev)
+    g.manual_seed(int(seed) * 1_000_003 + int(step))
+    return g
+
+
+def train(cfg: RefinerTrainConfig, *, resume: bool = False, stop_at: int | None = None,
+          command: str = '', log: LogFn = print, pairs=None) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) a teacher (``cfg.mode == 'teacher'``) or distillation
+    (``'distill'``) run; returns a summary (``loss_start``, ``loss_end``, ``metrics``...).
+
+    ``stop_at`` interrupts after that step (checkpoint written; resume continues it exactly).
+    ``pairs``: pre-loaded ``(train, validation)`` lists (tests), else loaded from ``cfg.data``.
+    """
+    if cfg.mode not in ('teacher', 'distill'):
+        raise ValueError(f'mode must be teacher or distill, got {cfg.mode!r}')
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, resume, stop_at, command, log, pairs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _load_weights(model: RefinerNet, path: str, dev, what: str) -> dict[str, Any]:
+    ck = read_checkpoint(path, map_location=dev)
+    if config_from_checkpoint(ck) != model.config:
+        raise ValueError(f'{path}: its architecture differs from the {what}')
+    sd = ck.get('ema', ck['state_dict'])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    return ck
+
+
+def teacher_targets(teacher: RefinerNet, settings: SamplerSettings, pairs: list[RefinerPair],
+                    cache_dir: str | os.PathLike, teacher_sha: str, use_masks: bool,
+                    log: LogFn = print) -> None:
+    """Fill ``p.target`` with the teacher's sample of each pair (cached on disk)."""
+    root = Path(cache_dir) / 'teacher' / f'{teacher_sha[:12]}_{settings.steps}_{settings.t_start}'
+    t0, made = time.perf_counter(), 0
+    for p in pairs:
+        path = root / p.set / f'{p.name}.npy'
+        if path.is_file():
+            p.target = np.load(path).astype(np.float32)
+            continue
+        out = refine_pair(teacher, settings, p, use_masks=use_masks)
+        _save_npy_atomic(path, out.astype(np.float16))
+        p.target = out.astype(np.float16).astype(np.float32)
+        made += 1
+    log(f'distill: teacher samples for {len(pairs)} pairs ({made} computed, '
+        f'{time.perf_counter() - t0:.0f} s; {root})')
+
+
+def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: str,
+           log: LogFn, pairs) -> dict[str, Any]:
+    dev = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    distill = cfg.mode == 'distill'
+    diffusion = Diffusion()
+    teacher = None
+    teacher_meta: dict[str, Any] = {}
+    if distill:
+        from ..models.refiner import load_refiner
+        teacher, teacher_meta = load_refiner(cfg.teacher, map_location=dev)
+        teacher.requires_grad_(False)
+        arch = teacher.config
+        tr = teacher_meta.get('train', {})
+        cfg.preset = tr.get('preset', cfg.preset)
+        cfg.variant = tr.get('variant', 'full')
+        cfg.channels = arch.channels
+        if not cfg.stage1 and tr.get('stage1'):
+            cfg.stage1 = tr['stage1']
+        cfg.mask_provider = tr.get('mask_provider', cfg.mask_provider)
+        if cfg.variant == 'no_diffusion':
+            raise ValueError('the no_diffusion variant is a one-pass regressor: nothing to '
+                             'distil')
+    else:
+        over = {'channels': cfg.channels}
+        if cfg.variant == 'no_hfah':
+            over['hfah'] = False
+        arch = preset(cfg.preset, **over)
+    if cfg.crop % arch.multiple:
+        raise ValueError(f'--crop must be a multiple of {arch.multiple}')
+    settings = settings_for(cfg)
+    if settings.start != 'clean':
+        diffusion.timesteps(settings.steps, settings.t_start)  # validates steps / t_start
+
+    model = RefinerNet(arch).to(dev)
+    init = cfg.init or (cfg.teacher if distill else '')
+    if init:
+        _load_weights(model, init, dev, 'teacher' if distill and not cfg.init else 'preset')
+        log(f'refiner: initialised from {init}')
+    ema = RefinerNet(arch).to(dev)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn = RefinerLoss(cfg.loss_weights())
+
+    train_pairs, val_pairs = pairs if pairs is not None else load_refiner_split(cfg, log)
+    if distill:
+        teacher_targets(teacher, SamplerSettings(**{k: v for k, v in
+                                                    teacher_meta['sampler'].items()}),
+                        train_pairs, cfg.cache_dir, sha256(cfg.teacher), cfg.use_masks, log)
+    sampler = crop_sampler(train_pairs, cfg.crop, cfg.seed, with_target=distill)
+    tag = 'distill' if distill else f'stage2 ({cfg.variant})'
+    log(f'{tag}: preset {cfg.preset}: {count_params(model)} parameters, '
+        f'{gflops_per_step(ema):.3f} GFLOPs per step at 640x480; sampler {settings.steps} '
+        f'step(s) from t={settings.t_start} ({settings.start}); device {dev}')
+
+    ckpt_path = cfg.checkpoint_path()
+    step, elapsed, history = 0, 0.0, []
+    if ckpt_path.is_file():
+        if not resume:
+            raise FileExistsError(f'{ckpt_path} exists: pass --resume to continue it, or delete '
+                                  'it to start over')
+        ck = read_checkpoint(ckpt_path, map_location=dev)
+        if config_from_checkpoint(ck) != arch:
+            raise ValueError(f'{ckpt_path}: its architecture differs from this run')
+        model.load_state_dict(ck['state_dict'])
+        ema.load_state_dict(ck['ema'])
+        opt.load_state_dict(ck['optimizer'])
+        step, elapsed = int(ck['step']), float(ck.get('seconds', 0.0))
+        history = list(ck.get('history', []))
+        log(f'{tag}: resumed {ckpt_path} at step {step}')
+
+    def save_state():
+        _save_atomic(make_checkpoint(model, ema=ema.state_dict(), optimizer=opt.state_dict(),
+                                     train=asdict(cfg), step=step, seconds=elapsed,
+                                     history=history, role=_role(cfg), sampler=settings),
+                     ckpt_path)
+
+    c = arch.channels
+    t0 = time.perf_counter() - elapsed
+    bar = _progress(cfg.steps, step, 'distill' if distill else 'stage2')
+    every = max(1, min(50, cfg.steps // 10))
+    window: list[float] = []
+    running = None
+    model.train()
+    last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    while step < last:
+        for g in opt.param_groups:
+            g['lr'] = learning_rate(cfg, step)
+        stack, vis = sampler.batch(step, cfg.batch)
+        b = split_batch(stack, vis, c, dev)
+        masks = b['masks'] if cfg.use_masks else torch.zeros_like(b['masks'])
+        cond = build_condition(b['f1'], masks, b['ir'], b['vis'], arch.sources)
+        gen = _generator(cfg.seed, step, dev)
+        if distill:
+            noise = torch.randn(b['f1'].shape, generator=gen, device=dev)
+            out = diffusion.sample(model, cond, b['f1'], steps=settings.steps,
+                                   t_start=settings.t_start, start=settings.start, noise=noise)
+            terms = {}
+            loss = cfg.distill * (out - b['target']).abs().mean()
+            terms['l1'] = float(loss.detach()) / max(cfg.distill, 1e-12)
+            if cfg.fusion:
+                fl, fterms = loss_fn(out, b['ir'], b['vis'], masks)
+                loss = loss + cfg.fusion * fl
+                terms['fus'] = float(fl.detach())
+        else:
+            out, terms_t = _teacher_step(model, cfg, diffusion, cond, b['f1'], gen)
+            loss, terms = loss_fn(out, b['ir'], b['vis'], masks)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            d = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        step += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.update(1)
+        bar.set_postfix(refresh=False, loss=f'{running:.4f}',
+                        **{k: f'{v:.4f}' for k, v in terms.items()})
+        window.append(value)
+        if step % every == 0 or step == cfg.steps:
+            history.append([step, float(np.mean(window))])
+            window = []
+        if step % cfg.checkpoint_every == 0 or step == last:
+            elapsed = time.perf_counter() - t0
+            save_state()
+    bar.close()
+    if step < cfg.steps:
+        log(f'{tag}: stopped at step {step} of {cfg.steps}; state in {ckpt_path}')
+        return {'steps': step, 'stopped': True, 'history': history}
+    elapsed = time.perf_counter() - t0
+    return _finish(cfg, ema, settings, teacher, teacher_meta, val_pairs, history, elapsed,
+                   command, log)
+
+
+def _role(cfg: RefinerTrainConfig) -> str:
+    return 'student' if cfg.mode == 'distill' else 'teacher'
+
+
+def _teacher_step(model: RefinerNet, cfg: RefinerTrainConfig, diffusion: Diffusion,
+                  cond: torch.Tensor, f1: torch.Tensor, gen: torch.Generator):
+    """The teacher's x0-prediction on a noised batch (see the module docstring)."""
+    dev = f1.device
+    bsz = f1.shape[0]
+    x0 = to_model(f1)
+    if cfg.variant == 'no_diffusion':
+        t = torch.zeros(bsz, dtype=torch.long, device=dev)
+        return to_image(model(x0, cond, t)), {}
+    T = diffusion.T
+    t = torch.randint(0, T, (bsz,), generator=gen, device=dev)
+    noise = torch.randn(f1.shape, generator=gen, device=dev)
+    if cfg.bootstrap > 0:
+        sel = torch.rand(bsz, generator=gen, device=dev) < cfg.bootstrap
+        idx = sel.nonzero().flatten()
+        if len(idx):
+            u = torch.rand(len(idx), generator=gen, device=dev)
+            t1 = (t[idx] + (u * (T - t[idx]).float()).long()).clamp(max=T - 1)
+            n1 = torch.randn((len(idx),) + f1.shape[1:], generator=gen, device=dev)
+            with torch.no_grad():
+                prev = model(diffusion.q_sample(x0[idx], t1, n1), cond[idx], t1)
+            x0 = x0.clone()
+            x0[idx] = prev
+    x_t = diffusion.q_sample(x0, t, noise)
+    return to_image(model(x_t, cond, t)), {}
+
+
+def _finish(cfg: RefinerTrainConfig, ema: RefinerNet, settings: SamplerSettings, teacher,
+            teacher_meta: dict, val_pairs: list[RefinerPair], history: list, elapsed: float,
+            command: str, log: LogFn) -> dict[str, Any]:
+    distill = cfg.mode == 'distill'
+    tag = 'distill' if distill else 'stage2'
+    ema.eval()
+    summary: dict[str, Any] = {
+        'steps': cfg.steps, 'seconds': round(elapsed, 1),
+        'loss_start': history[0][1] if history else None,
+        'loss_end': history[-1][1] if history else None,
+        'params': count_params(ema), 'gflops_per_step_640x480': round(gflops_per_step(ema), 3),
+        'sampler': asdict(settings), 'use_masks': cfg.use_masks,
+    }
+    diffusion = Diffusion()
+    if cfg.validate and val_pairs:
+        name = f'{"student" if distill else "teacher"} ({settings.steps} step' \
+               f'{"s" if settings.steps > 1 else ""})'
+        if cfg.variant != 'full':
+            name = f'{cfg.variant}: {name}'
+        refiners = {name: lambda p: refine_pair(ema, settings, p, use_masks=cfg.use_masks,
+                                                diffusion=diffusion)}
+        if distill:
+            tset = SamplerSettings(**teacher_meta['sampler'])
+            refiners[f'teacher ({tset.steps} steps)'] = \
+                lambda p: refine_pair(teacher, tset, p, use_masks=cfg.use_masks,
+                                      diffusion=diffusion)
+        rows = validation_rows(val_pairs, refiners)
+        from ..fusion.metrics import format_table
+        log(f'validation ({len(val_pairs)} pairs, native resolution):')
+        log(format_table(rows))
+        summary.update(metrics=rows, validation=[f'{p.set}/{p.name}' for p in val_pairs])
+        for other in ('stage1', 'laplacian'):
+            wins, won = count_wins(rows, name, other)
+            summary[f'wins_vs_{other}'] = won
+            log(f'{name} beats {other} on {wins} of 8: {", ".join(won)}')
+        if distill:
+            gaps = relative_gaps(rows, name, f'teacher ({tset.steps} steps)')
+            summary['gap_to_teacher'] = gaps
+            log('relative difference to the teacher: ' + ', '.join(
+                f'{k} {100 * v:+.2f}%' for k, v in gaps.items()))
+    if cfg.validate:
+        ms = time_sampler(ema, settings, repeats=3)
+        summary['ms_640x480'] = round(ms, 1)
+        summary['threads'] = torch.get_num_threads()
+        log(f'{tag}: sampler {ms:.0f} ms per 640x480 frame ({settings.steps} step(s), '
+            f'{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})')
+    out = Path(cfg.out)
+    extra = {'train': asdict(cfg), 'step': cfg.steps, 'metrics': summary.get('metrics'),
+             'use_masks': cfg.use_masks, 'diffusion': diffusion.describe()}
+    if cfg.mode == 'distill':
+        extra['teacher_sha256'] = sha256(cfg.teacher)
+    _save_atomic(make_checkpoint(ema, half=cfg.half, role=_role(cfg), sampler=settings, **extra),
+                 out)
+    summary['sha256'] = sha256(out)
+    sidecar = {'file': out.name, 'sha256': summary['sha256'], 'command': command,
+               'role': _role(cfg), 'config': asdict(ema.config), 'train': asdict(cfg),
+               **{k: v for k, v in summary.items() if k != 'sha256'}}
+    with open(out.with_suffix('.json'), 'w') as f:
+        json.dump(sidecar, f, indent=2)
+    log(f'{tag}: wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix(".json")}'
+        f' after {elapsed / 60:.1f} min')
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line (wired into ``sgdfuse train stage2`` / ``sgdfuse train distill``)
+# ----------------------------------------------------------------------------------------------
+
+def _command_line() -> str:
+    if Path(sys.argv[0]).name.startswith('sgdfuse'):
+        return 'sgdfuse ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
+    return ' '.join(map(shlex.quote, sys.argv))
+
+
+def _run(args, mode: str) -> int:
+    cfg = config_from_args(args, mode)
+    try:
+        train(cfg, resume=args.resume, command=_command_line())
+    except (FileNotFoundError, FileExistsError, ValueError, imaging.ImageError) as exc:
+        print(f'sgdfuse: error: {exc}', file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_train_stage2(args) -> int:
+    """Entry point of ``sgdfuse train stage2`` (the teacher); returns the exit status."""
+    if args.preset not in PRESETS:
+        print(f'sgdfuse: error: unknown preset {args.preset}', file=sys.stderr)
+        return 2
+    return _run(args, 'teacher')
+
+
+def run_train_distill(args) -> int:
+    """Entry point of ``sgdfuse train distill`` (the student); returns the exit status."""
+    return _run(args, 'distill')
+
+
+def speed_report(weights: list[str], *, size=(480, 640), repeats: int = 10,
+                 steps: list[int] | None = None, threads: int = 2) -> list[dict[str, Any]]:
+    """Parameters, GFLOPs per step and median sampler time (PyTorch, ``threads`` threads) of
+    refiner checkpoints at ``size``; one row per checkpoint and step count."""
+    from ..models.refiner import load_refiner
+
+    torch.set_num_threads(threads)
+    rows = []
+    for path in weights:
+        model, meta = load_refiner(path)
+        settings = SamplerSettings(**meta.get('sampler', {}))
+        for k in steps or [settings.steps]:
+            ms = time_sampler(model, settings, size=size, repeats=repeats, steps=k)
+            rows.append({'weights': str(path), 'role': meta.get('role'), 'steps': k,
+                         'params': count_params(model),
+                         'gflops_per_step': round(gflops_per_step(model, *size), 3),
+                         'ms': round(ms, 1), 'load': round(os.getloadavg()[0], 2)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog='python -m sgdfuse_ros.training.refiner',
+                                description='Train the refiner: teacher (stage2) or student '
+                                '(distill); or time checkpoints (speed).')
+    sub = p.add_subparsers(dest='mode', required=True)
+    add_stage2_arguments(sub.add_parser('stage2'))
+    add_distill_arguments(sub.add_parser('distill'))
+    sp = sub.add_parser('speed', help='time refiner checkpoints at 640x480 (PyTorch)')
+    sp.add_argument('weights', nargs='+')
+    sp.add_argument('--steps', type=int, nargs='+', help="step counts (default: each's own)")
+    sp.add_argument('--repeats', type=int, default=10)
+    sp.add_argument('--threads', type=int, default=2)
+    sp.add_argument('--size', default='640x480', help='WxH')
+    args = p.parse_args(argv)
+    if args.mode == 'speed':
+        w, h = (int(v) for v in args.size.lower().split('x'))
+        for row in speed_report(args.weights, size=(h, w), repeats=args.repeats,
+                                steps=args.steps, threads=args.threads):
+            print(json.dumps(row))
+        return 0
+    return run_train_stage2(args) if args.mode == 'stage2' else run_train_distill(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
