@@ -1,0 +1,86 @@
+"""Launch sgdfuse_node with a parameter file, optional sim time, topic remaps and the DDS profile.
+
+    ros2 launch sgdfuse_ros sgdfuse.launch.py
+    ros2 launch sgdfuse_ros sgdfuse.launch.py params_file:=/path/my.yaml use_sim_time:=true \
+        thermal_topic:=/flir/image_raw rgb_topic:=/cam/image_raw fused_topic:=/fused \
+        rviz:=true
+
+Arguments:
+  params_file   node parameters (default: this package's config/sgdfuse.yaml)
+  use_sim_time  take time from /clock (bag playback)
+  thermal_topic, rgb_topic, fused_topic
+                remap the node's default topics (/thermal/image_raw, /rgb/image_raw,
+                /fused/image_raw) to these; the names in params_file must be the defaults
+  dds_profile   Fast DDS profile given to the node (FASTRTPS_DEFAULT_PROFILES_FILE and
+                FASTDDS_DEFAULT_PROFILES_FILE); default: config/fastdds_shm.xml. Camera drivers
+                publishing large images should use the same profile.
+  rviz          also start rviz2 with config/sgdfuse.rviz
+  log_level     the node's log level
+
+The launch modules are imported inside generate_launch_description(), so this file can be
+imported (and linted) where launch/launch_ros are not installed.
+"""
+
+from pathlib import Path
+
+# config/ sits beside launch/ both in the source tree and in share/sgdfuse_ros after install.
+_SHARE = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS = str(_SHARE / 'config' / 'sgdfuse.yaml')
+DEFAULT_DDS_PROFILE = str(_SHARE / 'config' / 'fastdds_shm.xml')
+DEFAULT_RVIZ = str(_SHARE / 'config' / 'sgdfuse.rviz')
+DEFAULT_TOPICS = {
+    'thermal_topic': '/thermal/image_raw',
+    'rgb_topic': '/rgb/image_raw',
+    'fused_topic': '/fused/image_raw',
+}
+
+
+def generate_launch_description():
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument
+    from launch.conditions import IfCondition
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    args = [
+        DeclareLaunchArgument('params_file', default_value=DEFAULT_PARAMS,
+                              description='YAML file with the sgdfuse_node parameters'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='Use /clock (bag playback) instead of system time'),
+        DeclareLaunchArgument('dds_profile', default_value=DEFAULT_DDS_PROFILE,
+                              description='Fast DDS XML profile for large image messages'),
+        DeclareLaunchArgument('rviz', default_value='false',
+                              description='Start rviz2 with config/sgdfuse.rviz'),
+        DeclareLaunchArgument('log_level', default_value='info',
+                              description='Log level of the node'),
+    ]
+    args += [DeclareLaunchArgument(name, default_value=topic,
+                                   description=f'Remap {topic} to this topic')
+             for name, topic in DEFAULT_TOPICS.items()]
+
+    profile = LaunchConfiguration('dds_profile')
+    node = Node(
+        package='sgdfuse_ros',
+        executable='sgdfuse_node',
+        name='sgdfuse',
+        output='screen',
+        emulate_tty=True,
+        parameters=[LaunchConfiguration('params_file'),
+                    {'use_sim_time': LaunchConfiguration('use_sim_time')}],
+        remappings=[(topic, LaunchConfiguration(name))
+                    for name, topic in DEFAULT_TOPICS.items()],
+        ros_arguments=['--log-level', LaunchConfiguration('log_level')],
+        additional_env={'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
+                        'FASTDDS_DEFAULT_PROFILES_FILE': profile},
+    )
+    rviz = Node(
+        package='rviz2',
+        executable='rviz2',
+        name='sgdfuse_rviz',
+        arguments=['-d', DEFAULT_RVIZ],
+        parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
+        condition=IfCondition(LaunchConfiguration('rviz')),
+        additional_env={'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
+                        'FASTDDS_DEFAULT_PROFILES_FILE': profile},
+    )
+    return LaunchDescription(args + [node, rviz])
