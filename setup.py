@@ -11,7 +11,8 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
-    package_data={PACKAGE: ['weights/*.pt', 'weights/*.json', 'data/samples/*.md',
+    package_data={PACKAGE: ['weights/*.pt', 'weights/*.json', 'weights/ablation/*.pt',
+                            'weights/ablation/*.json', 'data/samples/*.md',
                             'data/samples/*/*/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),

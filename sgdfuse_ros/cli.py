@@ -95,9 +95,10 @@ def cmd_fuse(args) -> int:
     if args.ir.is_dir() != args.vis.is_dir():
         _err('--ir and --vis must both be files or both be folders')
         return 2
+    from .runtime.backends import BackendError  # a backend that cannot load here
     try:
         pipeline = _build_pipeline(args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, FileNotFoundError, ImportError, BackendError) as exc:
         _err(str(exc))
         return 2
 
@@ -216,16 +217,29 @@ def cmd_eval(args) -> int:
 # ----------------------------------------------------------------------------------------------
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser('demo', help='fuse the bundled sample pairs and print the metric table',
-                       description='Fuse the sample pairs shipped with the package with the '
-                       'default method and the classical baselines, write the fused images and '
-                       'print the standard metrics for each method.')
+    p = sub.add_parser('demo', help='the live demo: sample bag -> node -> fused bag, metrics',
+                       description='Make a sample bag from the bundled pairs, start '
+                       'sgdfuse_node, play the bag into it, record the fused topic, then print '
+                       'throughput, latency and the metric table and write a contact sheet. '
+                       'With --offline: fuse the sample pairs with the default method and the '
+                       'classical baselines and print the metrics for each method.')
     p.add_argument('--out', type=Path, default=Path('demo_out'), help='output folder')
     p.add_argument('--methods', nargs='+', default=['auto', 'mean', 'max', 'laplacian'],
-                   help='methods to compare')
+                   help='methods to compare (--offline)')
+    p.add_argument('--offline', action='store_true',
+                   help='no ROS: fuse the sample pairs with each method, print the metrics')
+    from .ros.demo import add_arguments
+    add_arguments(p)
 
 
 def cmd_demo(args) -> int:
+    if args.offline:
+        return _demo_offline(args)
+    from .ros.demo import run_demo_command
+    return run_demo_command(args)
+
+
+def _demo_offline(args) -> int:
     from .data import samples_dir
     from .fusion.methods import resolve_method_name
     from .fusion.metrics import format_table
@@ -253,13 +267,142 @@ def cmd_demo(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------------------
+
+def _add_train(sub) -> None:
+    p = sub.add_parser('train', help='train the networks (stage1, stage2, distill)',
+                       description='Train a network of the method on registered pairs.')
+    tsub = p.add_subparsers(dest='train_command', metavar='NETWORK', required=True)
+    s1 = tsub.add_parser('stage1', help='the stage-1 initial-fusion network',
+                         description='Train stage 1 on folders of pairs (ir/ + vi/). The '
+                         'validation pairs (every FMB pair, every 5th RoadScene pair) are held '
+                         'out and scored at the end against the Laplacian baseline.')
+    from .training.config import add_arguments
+    add_arguments(s1)
+    # The refiner (issue 5): teacher and distilled student.
+    from .training.refiner_config import add_distill_arguments, add_stage2_arguments
+    s2 = tsub.add_parser('stage2', help='the diffusion refiner (many-step teacher)',
+                         description='Train the mask-guided diffusion refiner (the teacher) on '
+                         'F1 of the given stage-1 weights and cached masks; the validation '
+                         'pairs are held out and scored at the end.')
+    add_stage2_arguments(s2)
+    sd = tsub.add_parser('distill', help='distil the teacher into a few-step student',
+                         description='Distil a stage2 teacher into a student that samples in K '
+                         'steps (output distillation of the deterministic DDIM sampler).')
+    add_distill_arguments(sd)
+
+
+def cmd_train(args) -> int:
+    if args.train_command == 'stage1':
+        from .training.stage1 import run_train_stage1
+        return run_train_stage1(args)
+    if args.train_command == 'stage2':
+        from .training.refiner import run_train_stage2
+        return run_train_stage2(args)
+    if args.train_command == 'distill':
+        from .training.refiner import run_train_distill
+        return run_train_distill(args)
+    _err(f'unknown network {args.train_command!r}')
+    return 2
+
+
+# ----------------------------------------------------------------------------------------------
+# ablate (the paper's ablation and mask-robustness experiments: sgdfuse_ros.training.ablation)
+# ----------------------------------------------------------------------------------------------
+
+def _add_ablate(sub) -> None:
+    p = sub.add_parser('ablate', help="the paper's ablation table (and mask robustness)",
+                       description='Score the full method, its ablations (without SAM, single '
+                       'stage, without diffusion, without HFAH) and the full method with '
+                       'eroded / dilated masks on folders of pairs.')
+    from .training.ablation import add_arguments
+    add_arguments(p)
+
+
+def cmd_ablate(args) -> int:
+    from .training.ablation import run_ablate_command
+    return run_ablate_command(args)
+
+
+# ----------------------------------------------------------------------------------------------
+# export, bench (inference engines: sgdfuse_ros.runtime)
+# ----------------------------------------------------------------------------------------------
+
+def _add_export(sub) -> None:
+    p = sub.add_parser('export', help='export the networks to ONNX (checked against PyTorch)',
+                       description="Export stage 1, the refiner and the mask provider's "
+                       'networks to ONNX (opset 17, dynamic height/width), check each against '
+                       'PyTorch on a real sample pair and write a JSON sidecar with the source '
+                       "weights' SHA-256.")
+    from .runtime.export import add_arguments
+    add_arguments(p)
+
+
+def cmd_export(args) -> int:
+    from .runtime.export import run_export
+    return run_export(args)
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser('bench', help='time the fusion pipeline per stage on a backend',
+                       description='Per-stage median and p95 latency (thermal preprocessing, '
+                       'stage 1, masks, refiner, colour merge), end-to-end fps and peak memory '
+                       'on the bundled sample pairs.')
+    from .runtime.bench import add_arguments
+    add_arguments(p)
+
+
+def cmd_bench(args) -> int:
+    from .runtime.bench import run_bench_command
+    return run_bench_command(args)
+
+
+# ----------------------------------------------------------------------------------------------
+# bag (rosbag2 tools: sgdfuse_ros.ros.bags)
+# ----------------------------------------------------------------------------------------------
+
+def _add_bag(sub) -> None:
+    p = sub.add_parser('bag', help='rosbag2 tools: fuse a bag, play, record, make a sample bag',
+                       description='Offline fusion of rosbag2 bags (mcap, sqlite3) and, with '
+                       'rclpy, playing and recording bags without the ros2 command.')
+    from .ros.bag_cli import add_arguments
+    add_arguments(p)
+
+
+def cmd_bag(args) -> int:
+    from .ros.bag_cli import run
+    return run(args)
+
+
+# ----------------------------------------------------------------------------------------------
+# masks (semantic mask providers: sgdfuse_ros.fusion.masks)
+# ----------------------------------------------------------------------------------------------
+
+def _add_masks(sub) -> None:
+    p = sub.add_parser('masks', help='write the semantic masks of image pairs (and overlays)',
+                       description='Compute the IR and visible semantic masks of a pair of files, '
+                       'or of every pair of two folders (matched by file name), and write '
+                       'NAME_ir_mask.png, NAME_vis_mask.png (8-bit, input size) and '
+                       'NAME_overlay.png into --out.')
+    from .fusion.masks.tool import add_arguments
+    add_arguments(p)
+
+
+def cmd_masks(args) -> int:
+    from .fusion.masks.tool import run_masks_command
+    return run_masks_command(args)
+
+
+# ----------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='sgdfuse', description='Thermal + RGB image fusion (SGDFuse) tools.')
     parser.add_argument('--version', action='store_true', help='print the version and exit')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for add in (_add_fuse, _add_eval, _add_demo):
+    for add in (_add_fuse, _add_eval, _add_demo, _add_train, _add_export, _add_bench,
+                _add_bag, _add_masks, _add_ablate):
         add(sub)
     return parser
 
@@ -268,6 +411,12 @@ COMMANDS = {
     'fuse': cmd_fuse,
     'eval': cmd_eval,
     'demo': cmd_demo,
+    'train': cmd_train,
+    'export': cmd_export,
+    'bench': cmd_bench,
+    'bag': cmd_bag,
+    'masks': cmd_masks,
+    'ablate': cmd_ablate,
 }
 
 

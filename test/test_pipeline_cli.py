@@ -112,7 +112,8 @@ def test_cli_single_pair_errors(ivif, tmp_path, capsys):
 
 
 def test_cli_demo_prints_metric_table(tmp_path, capsys):
-    assert main(['demo', '--out', str(tmp_path), '--methods', 'mean', 'laplacian']) == 0
+    assert main(['demo', '--offline', '--out', str(tmp_path), '--methods', 'mean',
+                 'laplacian']) == 0
     out = capsys.readouterr().out
     assert 'laplacian' in out and 'Qabf' in out
     assert len(list((tmp_path / 'laplacian').glob('*.png'))) == 7
