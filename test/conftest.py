@@ -26,3 +26,17 @@ def pytest_configure(config):
                             'version unless SGDFUSE_SLOW=1')
     config.addinivalue_line('markers', 'gpu: needs a CUDA device; skipped without one')
     config.addinivalue_line('markers', 'ros: needs rclpy (the ros extra)')
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _engines_dir(tmp_path_factory):
+    """ONNX files the tests export (networks run on ONNX Runtime by default) go to a temporary
+    folder, not the checkout's ``engines/``; node processes the tests start inherit it."""
+    if os.environ.get('SGDFUSE_ENGINES'):
+        yield
+        return
+    os.environ['SGDFUSE_ENGINES'] = str(tmp_path_factory.mktemp('engines'))
+    try:
+        yield
+    finally:
+        os.environ.pop('SGDFUSE_ENGINES', None)

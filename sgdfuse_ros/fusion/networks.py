@@ -23,11 +23,14 @@ class Stage1Method:
     """The stage-1 network alone (PyTorch backend): ``fused = f1``.
 
     Options: ``weights`` (a checkpoint file; default the shipped weights), ``device``
-    (``cpu``, ``cuda``...), ``threads`` (torch CPU threads; process-wide). Any input size: the
-    pair is padded to the network's multiple and the result cropped back. ``backend``: None or
-    ``torch`` runs the module; ``onnxruntime``, ``tensorrt`` or ``auto`` run its ONNX export
-    (made on first use), with the options of :data:`..runtime.loader.RUNTIME_OPTIONS`
-    (``fallback='onnxruntime'`` falls back when the backend cannot load).
+    (``cpu``, ``cuda``...), ``threads`` (CPU threads). Any input size: the pair is padded to
+    the network's multiple and the result cropped back. ``backend``: ``torch`` (or None) runs
+    the module; ``onnxruntime`` or ``tensorrt`` run its ONNX export (made on first use and
+    cached, see :mod:`..runtime.loader`), with the options of
+    :data:`..runtime.loader.RUNTIME_OPTIONS` (``fallback='onnxruntime'`` falls back when the
+    backend cannot load). ``auto`` (the default): TensorRT where it runs, else ONNX Runtime when
+    installed (about 2x faster than PyTorch on a busy CPU, see docs/benchmarks.md), else
+    PyTorch; it falls back to PyTorch when the backend cannot load.
     """
 
     name = 'stage1'
@@ -35,7 +38,7 @@ class Stage1Method:
     multiple = 1  # padding happens here, at the network's own multiple
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = 'cpu',
-                 threads: int | None = None, backend: str | None = None, **unused):
+                 threads: int | None = None, backend: str | None = 'auto', **unused):
         import torch
 
         from ..models.stage1 import load_stage1
@@ -56,6 +59,8 @@ class Stage1Method:
         self.backend = None  # None: the module itself (torch); else a runtime.Backend
         if backend not in (None, 'torch'):
             from ..runtime.loader import stage1_backend
+            if backend == 'auto':
+                runtime_options.setdefault('fallback', 'torch')
             self.backend = stage1_backend(backend, self.model, self.weights, device=device,
                                           threads=threads, **runtime_options)
 

@@ -57,6 +57,7 @@ class RefinerRunner:
         self.t_start = int(sampler.get('t_start', 999))
         self.start = sampler.get('start', 'f1')
         self.use_masks = bool(meta.get('use_masks', True))
+        self.backend = None  # a runtime backend once use_backend() picked one
         d = meta.get('diffusion') or {}
         self.diffusion = Diffusion(int(d.get('T', 1000)), float(d.get('beta_start', 1e-6)),
                                    float(d.get('beta_end', 1e-2)))
@@ -73,6 +74,23 @@ class RefinerRunner:
     @property
     def config(self):
         return self.model.config
+
+    def use_backend(self, backend: str, *, steps: int | None = None, device: str | None = None,
+                    threads: int | None = None, **options):
+        """Run :meth:`refine` through a runtime backend (``onnxruntime``, ``tensorrt``,
+        ``auto``; see :mod:`..runtime.loader`): the K-step sampler as one graph, exported on
+        first use and cached. ``torch`` (or None) keeps the module. Returns the backend."""
+        if backend in (None, 'torch'):
+            self.backend = None
+            return None
+        from ..runtime.loader import refiner_backend
+
+        self.steps = int(steps) if steps else self.steps
+        self.backend = refiner_backend(backend, self.model, self.diffusion, steps=self.steps,
+                                       t_start=self.t_start, start=self.start,
+                                       weights=getattr(self, 'path', None), device=device,
+                                       threads=threads, **options)
+        return self.backend
 
     def refine(self, f1: np.ndarray, ir: np.ndarray, vis: np.ndarray,
                masks: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None, *,
@@ -96,14 +114,22 @@ class RefinerRunner:
         mult = self.model.multiple
         stack = np.concatenate([f1, m, ir, vis]).transpose(1, 2, 0)
         padded, size = imaging.pad_to_multiple(stack, mult)
+        k = int(steps) if steps else self.steps
+        t0 = self.t_start if t_start is None else int(t_start)
+        if self.backend is not None and (k, t0) == (self.steps, self.t_start):
+            from ..runtime.loader import run_refiner
+
+            x = padded.transpose(2, 0, 1)
+            c, ci = f1.shape[0], ir.shape[0]
+            out = run_refiner(self.backend, x[:c], x[c:c + 2], x[c + 2:c + 2 + ci],
+                              x[c + 2 + ci:])[:, :size[0], :size[1]]
+            return np.ascontiguousarray(out[0] if flat else out)
         x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
         x = x.to(self.device)
         c = f1.shape[0]
         tf1, tm = x[:, :c], x[:, c:c + 2]
         tir, tvis = x[:, c + 2:c + 2 + ir.shape[0]], x[:, c + 2 + ir.shape[0]:]
         cond = build_condition(tf1, tm, tir, tvis, self.config.sources)
-        k = int(steps) if steps else self.steps
-        t0 = self.t_start if t_start is None else int(t_start)
         if k > t0 + 1:
             raise ValueError(f'{k} steps do not fit below t_start={t0}')
         with torch.inference_mode():
@@ -118,9 +144,11 @@ class SGDFuseMethod:
 
     Options: ``weights`` (refiner checkpoint; default the shipped student, or the teacher with
     ``teacher=True``), ``stage1_weights``, ``steps`` (sampling steps; default the checkpoint's),
-    ``device``, ``threads``, ``backend`` (stage 1's runtime backend, see
-    :class:`.networks.Stage1Method`; the refiner itself runs in PyTorch). Masks come from the
-    pipeline's mask provider; without masks (``masks=None``) the refiner gets empty ones.
+    ``device``, ``threads``, ``backend`` (the runtime of both networks, see
+    :class:`.networks.Stage1Method`: ``auto`` = TensorRT on a GPU that has it, else ONNX
+    Runtime when installed, else PyTorch; the teacher always runs in PyTorch, its 60 steps
+    do not make a sensible single graph). Masks come from the pipeline's mask provider; without
+    masks (``masks=None``) the refiner gets empty ones.
     """
 
     name = 'sgdfuse'
@@ -130,7 +158,8 @@ class SGDFuseMethod:
     def __init__(self, weights: str | os.PathLike | None = None, *,
                  stage1_weights: str | os.PathLike | None = None, steps: int | None = None,
                  teacher: bool = False, device: str = 'cpu', threads: int | None = None,
-                 backend: str | None = None, **options):
+                 backend: str | None = 'auto', **options):
+        from ..runtime.loader import RUNTIME_OPTIONS
         from .networks import Stage1Method
 
         if steps is not None and int(steps) < 1:
@@ -146,6 +175,12 @@ class SGDFuseMethod:
         self.refiner = RefinerRunner.load(weights, device=device)
         self.steps = int(steps) if steps else None
         self.teacher = bool(teacher)
+        if not self.teacher and backend not in (None, 'torch'):
+            runtime = {k: options[k] for k in RUNTIME_OPTIONS if k in options}
+            if backend == 'auto':
+                runtime.setdefault('fallback', 'torch')
+            self.refiner.use_backend(backend, steps=self.steps, device=device, threads=threads,
+                                     **runtime)
 
     def __call__(self, ir: np.ndarray, vis: np.ndarray,
                  masks: tuple[np.ndarray, np.ndarray] | None = None) -> MethodOutput:

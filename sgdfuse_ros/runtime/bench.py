@@ -157,34 +157,13 @@ def _random_refiner(tmp: str) -> Path:
 
 def _refiner_on_backend(method, backend: str, threads: int, engines_dir=None):
     """Run the method's refiner (a :class:`..fusion.refiner.RefinerRunner`) through a runtime
-    backend: its ``refine`` is replaced by the one-graph K-step sampler on ``backend``."""
-    from ..fusion import imaging
-    from .loader import refiner_backend, run_refiner
-
+    backend (the one-graph K-step sampler), unless it already runs there."""
     r = method.refiner
-    steps = getattr(method, 'steps', None) or r.steps
-    be = refiner_backend(backend, r.model, r.diffusion, steps=steps, t_start=r.t_start,
-                         start=r.start, weights=getattr(r, 'path', None), threads=threads,
-                         engines_dir=engines_dir)
-    mult = r.model.multiple
-
-    def refine(f1, ir, vis, masks=None, *, steps=None, t_start=None):
-        flat = np.asarray(f1).ndim == 2
-        f1c, irc, visc = (np.asarray(a, np.float32)[None] if np.asarray(a).ndim == 2
-                          else np.asarray(a, np.float32) for a in (f1, ir, vis))
-        c, h, w = f1c.shape
-        if masks is None or not r.use_masks:
-            m = np.zeros((2, h, w), np.float32)
-        else:
-            m = np.stack([np.asarray(a, np.float32) for a in masks])
-        stack = np.concatenate([f1c, m, irc, visc]).transpose(1, 2, 0)
-        padded, _ = imaging.pad_to_multiple(stack, mult)
-        x = padded.transpose(2, 0, 1)
-        out = run_refiner(be, x[:c], x[c:c + 2], x[c + 2:2 * c + 2], x[2 * c + 2:])[:, :h, :w]
-        return np.ascontiguousarray(out[0] if flat else out)
-
-    r.refine = refine
-    return be
+    current = getattr(r, 'backend', None)
+    if current is not None and backend in ('auto', getattr(current, 'name', None)):
+        return current
+    opts = {'engines_dir': engines_dir} if engines_dir is not None else {}
+    return r.use_backend(backend, steps=getattr(method, 'steps', None), threads=threads, **opts)
 
 
 def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: int = 50,
@@ -256,6 +235,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
                                                      engines_dir).describe()
             else:
                 import torch
+                pipe.method.refiner.use_backend('torch')
                 refiner_detail = f'torch {torch.__version__} (CPU)'
         load_s = time.perf_counter() - t0
         pairs = bench_frames(size)
