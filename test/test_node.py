@@ -267,7 +267,10 @@ def test_fuses_real_pairs_and_survives_bad_input(context, ivif):
     """RoadScene pairs (several sizes) at 15 Hz, thermal as mono8 and mono16, with broken
     messages mixed in; then the thermal stream stops and diagnostics say so."""
     pairs = load_pairs(ivif / 'RoadScene', ROAD)
-    h = Harness(context, {'thermal_timeout': 0.6, 'diagnostics_period': 0.25})
+    # stage1: the best method whose output does not depend on when the mask worker refreshed,
+    # so a frame can be recomputed offline below.
+    h = Harness(context, {'thermal_timeout': 0.6, 'diagnostics_period': 0.25,
+                          'method': 'stage1'})
     try:
         good = [(image_msg(ir, 'mono8', 'thermal_cam'),
                  image_msg(ir.astype(np.uint16) * 40 + 7000, 'mono16', 'thermal_cam'),
@@ -553,10 +556,6 @@ class _MaskUser:
 
 
 def test_masks_reach_the_method_and_the_mask_topics(context, ivif):
-    masks_mod = pytest.importorskip('sgdfuse_ros.fusion.masks',
-                                    reason='mask providers (issue 4) not merged yet')
-    if not hasattr(masks_mod, 'build_provider'):
-        pytest.skip('fusion.masks has no build_provider yet')
     user = _MaskUser()
     register_method(user.name, lambda **_: user)
     _, ir, vi = load_pairs(ivif / 'RoadScene', ROAD[3:4])[0]
@@ -584,6 +583,63 @@ def test_masks_reach_the_method_and_the_mask_topics(context, ivif):
         if h is not None:
             h.close()
         methods._REGISTRY.pop(user.name, None)
+
+
+class _SlowMasks:
+    """A mask provider that takes 1.5 s per pair (as a SAM-family model does on a small CPU):
+    real saliency masks, delayed."""
+
+    name = 'test_slow_masks'
+
+    def __init__(self, opts=None):
+        from sgdfuse_ros.fusion.masks import build_provider
+        self.inner = build_provider('saliency')
+        self.calls = 0
+
+    def describe(self):
+        return self.name
+
+    def __call__(self, ir, vis):
+        self.calls += 1
+        time.sleep(1.5)
+        return self.inner(ir, vis)
+
+
+def test_slow_mask_provider_does_not_stall_fusion(context, ivif):
+    """Fusion keeps the camera rate while the masks refresh slowly in their own thread; it
+    uses empty masks until the first ones exist and the diagnostics report the masks' state."""
+    from sgdfuse_ros.fusion.masks import PROVIDERS, ProviderInfo, register_provider
+
+    user, slow = _MaskUser(), _SlowMasks()
+    register_method(user.name, lambda **_: user)
+    register_provider(ProviderInfo(slow.name, lambda opts: slow, lambda: None, 'slow test'))
+    _, ir, vi = load_pairs(ivif / 'RoadScene', ROAD[:1])[0]
+    h = None
+    try:
+        h = Harness(context, {'method': user.name, 'mask_provider': slow.name,
+                              'mask_rate': 2.0, 'mask_max_age': 0.5})
+        thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
+        n, t0 = int(3.0 * RATE_HZ), time.perf_counter()
+        for i in range(n):
+            h.publish(thermal, rgb, h.stamp())
+            time.sleep(max(0.0, t0 + (i + 1) / RATE_HZ - time.perf_counter()))
+        h.wait_for(lambda: h.node.counters()['pairs'] == h.node.counters()['published']
+                   + h.node.counters()['dropped_stale'], 3.0)
+        c = h.node.counters()
+        assert c['errors'] == {} and c['published'] >= 0.8 * n, c  # not held up by the masks
+        assert 1 <= slow.calls <= 3, slow.calls  # 3 s at 1.5 s per refresh
+        assert len(user.seen) == c['published']
+        assert all(s == (vi.shape[:2], vi.shape[:2]) for s in user.seen)
+        values = {kv.key: kv.value for kv in h.node.diagnostics().status[0].values}
+        assert values['mask_provider'] == slow.name
+        assert int(values['mask_refreshes']) >= 1
+        assert float(values['mask_age_s']) > 0.5  # older than mask_max_age: reported
+        assert 'old' in h.node.diagnostics().status[0].message
+    finally:
+        if h is not None:
+            h.close()
+        methods._REGISTRY.pop(user.name, None)
+        PROVIDERS.pop(slow.name, None)
 
 
 def _rss_mb() -> float:

@@ -105,6 +105,8 @@ PARAMETERS: tuple[_Param, ...] = (
     _Param('mask_checkpoint', '', 'Checkpoint of the SAM-family mask model (mobile_sam, sam).',
            'str'),
     _Param('mask_rate', 2.0, 'Mask refresh rate (Hz) of the mask worker thread; > 0.', 'float'),
+    _Param('mask_max_age', 0.0, 'Masks older than this (s) are reported as stale on /diagnostics '
+           'and in the log (0 = three refresh periods, at least 1 s); >= 0.', 'float'),
     _Param('refiner_steps', 0, "Diffusion refiner steps (0 = the method's default); >= 0.",
            'int'),
     _Param('work_width', 0, "Width the fusion method runs at (0 = the RGB frame's own; set "
@@ -152,6 +154,7 @@ class NodeSettings:
     mask_provider: str
     mask_checkpoint: str
     mask_rate: float
+    mask_max_age: float
     refiner_steps: int
     work_width: int
     work_height: int
@@ -250,6 +253,7 @@ def validate_settings(values: dict[str, Any]) -> NodeSettings:
     need(bool(out['method'].strip()), 'method must not be empty')
     need(bool(out['mask_provider'].strip()), 'mask_provider must not be empty')
     need(out['mask_rate'] > 0, f'mask_rate must be > 0 Hz, got {out["mask_rate"]}')
+    need(out['mask_max_age'] >= 0, f'mask_max_age must be >= 0 s, got {out["mask_max_age"]}')
     need(out['refiner_steps'] >= 0, f'refiner_steps must be >= 0, got {out["refiner_steps"]}')
     w, h = out['work_width'], out['work_height']
     need(w >= 0 and h >= 0 and (w > 0) == (h > 0),
@@ -326,46 +330,41 @@ class LatestSlot:
 
 
 class _MaskFeed:
-    """Runs ``fusion.masks.MaskWorker`` beside fusion and hands out its latest masks.
+    """Runs a :class:`~sgdfuse_ros.fusion.masks.MaskWorker` beside fusion: the fusion thread
+    submits each frame pair and takes the worker's latest masks, never waiting for them.
 
-    Assumed worker interface (kept loose on purpose, the worker is built separately):
-    ``MaskWorker(provider, rate_hz=...)``, ``start()``, ``submit(ir, visible)`` with the
-    registered thermal frame (float [0, 1]) and the visible frame, ``latest()`` returning None,
-    an ``(ir_mask, vis_mask)`` pair or an object with ``as_tuple()`` / ``masks``, and ``stop()``.
-    """
+    Until the first masks exist (or when the frame size changed), fusion gets empty masks
+    rather than computing them itself: a SAM-family provider takes seconds per refresh and
+    would stall the fused stream."""
 
-    def __init__(self, provider, rate_hz: float):
+    def __init__(self, provider, rate_hz: float, max_age_s: float | None):
         from ..fusion.masks import MaskWorker
 
-        self._worker = MaskWorker(provider, rate_hz=rate_hz)
-        start = getattr(self._worker, 'start', None)
-        if callable(start) and not getattr(self._worker, 'is_alive', lambda: False)():
-            start()
+        self.worker = MaskWorker(provider, rate_hz=rate_hz, max_age_s=max_age_s, start=True)
+        self.last = None  # the MaskSnapshot fusion used last
 
     def submit(self, ir: np.ndarray, visible: np.ndarray) -> None:
-        self._worker.submit(ir, visible)
+        self.worker.submit(ir, visible)
 
-    def latest(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
-        out = self._worker.latest()
-        if out is None:
-            return None
-        if hasattr(out, 'as_tuple'):
-            out = out.as_tuple()
-        elif hasattr(out, 'masks'):
-            out = out.masks
-        if out is None or len(out) != 2 or any(np.shape(m)[:2] != shape for m in out):
-            return None  # not yet computed for frames of this size
-        return out[0], out[1]
+    def latest(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        snap = self.worker.latest()
+        self.last = snap
+        if snap is not None:
+            ir, vis = snap.as_tuple()
+            if ir.shape[:2] == shape and vis.shape[:2] == shape:
+                return ir, vis
+        empty = np.zeros(shape, np.float32)
+        return empty, empty
+
+    def stats(self) -> dict[str, Any]:
+        out = self.worker.stats()
+        snap = self.last  # age now: the worker's clock is time.monotonic
+        out['age_s'] = None if snap is None else time.monotonic() - snap.stamp
+        out['stale'] = out['age_s'] is None or out['age_s'] > out['max_age_s']
+        return out
 
     def close(self) -> None:
-        for name in ('stop', 'close', 'shutdown'):
-            fn = getattr(self._worker, name, None)
-            if callable(fn):
-                fn()
-                break
-        join = getattr(self._worker, 'join', None)
-        if callable(join):
-            join(timeout=5.0)
+        self.worker.stop(timeout=5.0)
 
 
 @dataclass
@@ -453,7 +452,8 @@ class SgdfuseNode(Node):
                                  ) from exc
         if self.pipeline.method.uses_masks:
             try:
-                self._mask_feed = _MaskFeed(self.pipeline.mask_provider, s.mask_rate)
+                self._mask_feed = _MaskFeed(self.pipeline.mask_provider, s.mask_rate,
+                                            s.mask_max_age if s.mask_max_age > 0 else None)
             except Exception as exc:  # noqa: BLE001 - worker missing or of another interface
                 self.get_logger().warning(
                     f'no mask worker ({type(exc).__name__}: {exc}); masks are computed for '
@@ -688,6 +688,24 @@ class SgdfuseNode(Node):
         for kind, n in sorted(c['errors'].items()):
             values[f'errors_{kind}'] = str(n)
         values['last_error'] = c['last_error']
+        if self._mask_feed is not None:
+            m = self._mask_feed.stats()
+            provider = self.pipeline.mask_provider
+            values['mask_provider'] = (provider.describe() if hasattr(provider, 'describe')
+                                       else type(provider).__name__)
+            values['mask_refreshes'] = str(m['refreshes'])
+            values['mask_compute_ms'] = ('' if m['median_compute_ms'] is None
+                                         else f'median {m["median_compute_ms"]:.0f}')
+            values['mask_age_s'] = '' if m['age_s'] is None else f'{m["age_s"]:.2f}'
+            values['mask_errors'] = str(m['errors'])
+            if m['stale'] and now - self._started > m['max_age_s']:
+                level = max(level, DiagnosticStatus.WARN)
+                text = ('no masks yet' if m['age_s'] is None else
+                        f'masks are {m["age_s"]:.1f} s old (mask_max_age {m["max_age_s"]:.1f} s)')
+                problems.append(text)
+                self._stream_logger('masks').warning(
+                    f'{text}; fusing with the latest masks (last mask error: '
+                    f'{m["last_error"]})', throttle_duration_sec=self.LOG_THROTTLE_S)
         for key, (mean, p95) in self.latency_stats().items():
             values[f'latency_{key}_ms'] = f'mean {mean:.1f}, p95 {p95:.1f}'
 
