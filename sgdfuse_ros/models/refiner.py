@@ -54,15 +54,17 @@ Checkpoints are plain dicts, as for stage 1::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from .checkpoint import (config_from_dict, load_fp32_state_dict, read_tagged_checkpoint,
+                         tagged_checkpoint)
 
 CHECKPOINT_FORMAT = 'sgdfuse-refiner'
 CHECKPOINT_VERSION = 1
@@ -149,11 +151,7 @@ class RefinerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> 'RefinerConfig':
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f'unknown refiner hyper-parameters: {sorted(unknown)}')
-        return cls(**d)
+        return config_from_dict(cls, d, 'refiner')
 
 
 #: ``realtime``: the shipped CPU preset; ``paper``: the authors' U-Net (GPUs); ``tiny``: tests.
@@ -463,28 +461,15 @@ def make_checkpoint(model: RefinerNet, *, half: bool = False, role: str = 'teach
                     sampler: SamplerSettings | None = None, **extra) -> dict[str, Any]:
     """A checkpoint dict: tag, hyper-parameters, state dict (fp16 with ``half``), the role
     (``teacher`` / ``student``), the sampler settings, plus ``extra`` entries."""
-    sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu()
-          for k, v in model.state_dict().items()}
-    ckpt = {'format': CHECKPOINT_FORMAT, 'version': CHECKPOINT_VERSION,
-            'config': asdict(model.config), 'state_dict': sd, 'role': role,
-            'sampler': asdict(sampler or SamplerSettings())}
-    ckpt.update(extra)
-    return ckpt
+    return tagged_checkpoint(model, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, half=half, role=role,
+                             sampler=asdict(sampler or SamplerSettings()), **extra)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 'cpu'
                     ) -> dict[str, Any]:
     """Read a refiner checkpoint file (tensors mapped to ``map_location``) and check its tag."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'{path}: no such refiner weights file')
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
-        raise ValueError(f'{path}: not a refiner checkpoint (format tag missing)')
-    if int(ckpt.get('version', 0)) > CHECKPOINT_VERSION:
-        raise ValueError(f'{path}: checkpoint version {ckpt.get("version")} is newer than this '
-                         f'package supports ({CHECKPOINT_VERSION})')
-    return ckpt
+    return read_tagged_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, 'refiner',
+                                  map_location)
 
 
 def config_from_checkpoint(ckpt: dict[str, Any]) -> RefinerConfig:
@@ -502,8 +487,7 @@ def load_refiner(path: str | os.PathLike, map_location: str | torch.device = 'cp
     """
     ckpt = read_checkpoint(path, map_location)
     model = RefinerNet(config_from_checkpoint(ckpt))
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in ckpt['state_dict'].items()}
-    model.load_state_dict(sd)
+    load_fp32_state_dict(model, ckpt['state_dict'])
     model.to(map_location).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ('state_dict', 'optimizer', 'ema')}
     return model, meta

@@ -41,15 +41,17 @@ and :func:`load_stage1` rebuilds the model from them on any device (``map_locati
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from .checkpoint import (config_from_dict, load_fp32_state_dict, read_tagged_checkpoint,
+                         tagged_checkpoint)
 
 CHECKPOINT_FORMAT = 'sgdfuse-stage1'
 CHECKPOINT_VERSION = 1
@@ -101,11 +103,7 @@ class Stage1Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> 'Stage1Config':
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f'unknown stage-1 hyper-parameters: {sorted(unknown)}')
-        return cls(**d)
+        return config_from_dict(cls, d, 'stage-1')
 
 
 #: Named presets: ``realtime`` fits the 2-core CPU budget at 640x480, ``large`` is for GPUs.
@@ -430,27 +428,14 @@ def gflops_per_frame(model: Stage1Net, height: int = 480, width: int = 640) -> f
 def make_checkpoint(model: Stage1Net, *, half: bool = False, **extra) -> dict[str, Any]:
     """A checkpoint dict: format tag, hyper-parameters and state dict (fp16 with ``half``), plus
     ``extra`` entries (``train`` config, ``step``, ``optimizer`` state, ``metrics``...)."""
-    sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu()
-          for k, v in model.state_dict().items()}
-    ckpt = {'format': CHECKPOINT_FORMAT, 'version': CHECKPOINT_VERSION,
-            'config': asdict(model.config), 'state_dict': sd}
-    ckpt.update(extra)
-    return ckpt
+    return tagged_checkpoint(model, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, half=half, **extra)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 'cpu'
                     ) -> dict[str, Any]:
     """Read a stage-1 checkpoint file (tensors mapped to ``map_location``) and check its tag."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'{path}: no such stage-1 weights file')
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
-        raise ValueError(f'{path}: not a stage-1 checkpoint (format tag missing)')
-    if int(ckpt.get('version', 0)) > CHECKPOINT_VERSION:
-        raise ValueError(f'{path}: checkpoint version {ckpt.get("version")} is newer than this '
-                         f'package supports ({CHECKPOINT_VERSION})')
-    return ckpt
+    return read_tagged_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, 'stage-1',
+                                  map_location)
 
 
 def load_stage1(path: str | os.PathLike, map_location: str | torch.device = 'cpu'
@@ -462,8 +447,7 @@ def load_stage1(path: str | os.PathLike, map_location: str | torch.device = 'cpu
     """
     ckpt = read_checkpoint(path, map_location)
     model = Stage1Net(Stage1Config.from_dict(ckpt['config']))
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in ckpt['state_dict'].items()}
-    model.load_state_dict(sd)
+    load_fp32_state_dict(model, ckpt['state_dict'])
     model.to(map_location).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ('state_dict', 'optimizer')}
     return model, meta

@@ -45,15 +45,17 @@ import numpy as np
 import torch
 
 from ..fusion import imaging
+from ..models.checkpoint import load_fp32_state_dict
 from ..models.diffusion import Diffusion, to_image, to_model
 from ..models.refiner import (PRESETS, RefinerNet, SamplerSettings, build_condition,
                               config_from_checkpoint, count_params, gflops_per_step,
                               make_checkpoint, preset, read_checkpoint)
+from .common import ema_of, pick_device, resume_training, run_steps, save_atomic
 from .data import CropSampler, Pair, expand_data_dirs, load_pair, split_pairs
 from .refiner_config import (RefinerTrainConfig, add_distill_arguments, add_stage2_arguments,
                              config_from_args)
 from .refiner_losses import RefinerLoss
-from .stage1 import count_wins, evaluate, fuse_arrays, learning_rate, mean_metrics, sha256
+from .stage1 import count_wins, evaluate, fuse_arrays, mean_metrics, sha256
 
 LogFn = Callable[[str], None]
 
@@ -75,22 +77,6 @@ class RefinerPair:
     masks: np.ndarray
     paths: imaging.PairPaths | None = None
     target: np.ndarray | None = None
-
-
-def _device(name: str) -> torch.device:
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(name)
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise RuntimeError('--device cuda requested but no CUDA device is available')
-    return dev
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
@@ -291,14 +277,6 @@ def time_sampler(model: RefinerNet, settings: SamplerSettings, *, size=(480, 640
 # Training loops
 # ----------------------------------------------------------------------------------------------
 
-def _progress(total: int, initial: int, desc: str):
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, unit='step', file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5 if tty else 30.0)
-
-
 def _generator(seed: int, step: int, dev: torch.device) -> torch.Generator:
     g = torch.Generator(device=dev)
     g.manual_seed(int(seed) * 1_000_003 + int(step))
@@ -328,8 +306,7 @@ def _load_weights(model: RefinerNet, path: str, dev, what: str) -> dict[str, Any
     ck = read_checkpoint(path, map_location=dev)
     if config_from_checkpoint(ck) != model.config:
         raise ValueError(f'{path}: its architecture differs from the {what}')
-    sd = ck.get('ema', ck['state_dict'])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    load_fp32_state_dict(model, ck.get('ema', ck['state_dict']))
     return ck
 
 
@@ -354,7 +331,7 @@ def teacher_targets(teacher: RefinerNet, settings: SamplerSettings, pairs: list[
 
 def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: str,
            log: LogFn, pairs) -> dict[str, Any]:
-    dev = _device(cfg.device)
+    dev = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     distill = cfg.mode == 'distill'
     diffusion = Diffusion()
@@ -391,9 +368,7 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
     if init:
         _load_weights(model, init, dev, 'teacher' if distill and not cfg.init else 'preset')
         log(f'refiner: initialised from {init}')
-    ema = RefinerNet(arch).to(dev)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
+    ema = ema_of(model, RefinerNet(arch).to(dev))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = RefinerLoss(cfg.loss_weights())
 
@@ -408,41 +383,27 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
         f'{gflops_per_step(ema):.3f} GFLOPs per step at 640x480; sampler {settings.steps} '
         f'step(s) from t={settings.t_start} ({settings.start}); device {dev}')
 
-    ckpt_path = cfg.checkpoint_path()
-    step, elapsed, history = 0, 0.0, []
-    if ckpt_path.is_file():
-        if not resume:
-            raise FileExistsError(f'{ckpt_path} exists: pass --resume to continue it, or delete '
-                                  'it to start over')
-        ck = read_checkpoint(ckpt_path, map_location=dev)
+    def read_state(path: Path) -> dict[str, Any]:
+        ck = read_checkpoint(path, map_location=dev)
         if config_from_checkpoint(ck) != arch:
-            raise ValueError(f'{ckpt_path}: its architecture differs from this run')
-        model.load_state_dict(ck['state_dict'])
-        ema.load_state_dict(ck['ema'])
-        opt.load_state_dict(ck['optimizer'])
-        step, elapsed = int(ck['step']), float(ck.get('seconds', 0.0))
-        history = list(ck.get('history', []))
-        log(f'{tag}: resumed {ckpt_path} at step {step}')
+            raise ValueError(f'{path}: its architecture differs from this run')
+        return ck
 
-    def save_state():
-        _save_atomic(make_checkpoint(model, ema=ema.state_dict(), optimizer=opt.state_dict(),
-                                     train=asdict(cfg), step=step, seconds=elapsed,
-                                     history=history, role=_role(cfg), sampler=settings),
-                     ckpt_path)
+    ckpt_path = cfg.checkpoint_path()
+    step, elapsed, history = resume_training(ckpt_path, resume, read_state, model, ema, opt,
+                                             log, tag)
 
-    c = arch.channels
     t0 = time.perf_counter() - elapsed
-    bar = _progress(cfg.steps, step, 'distill' if distill else 'stage2')
-    every = max(1, min(50, cfg.steps // 10))
-    window: list[float] = []
-    running = None
-    model.train()
-    last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    while step < last:
-        for g in opt.param_groups:
-            g['lr'] = learning_rate(cfg, step)
+
+    def save_state(step: int) -> None:
+        save_atomic(make_checkpoint(model, ema=ema.state_dict(), optimizer=opt.state_dict(),
+                                    train=asdict(cfg), step=step,
+                                    seconds=time.perf_counter() - t0, history=history,
+                                    role=_role(cfg), sampler=settings), ckpt_path)
+
+    def batch_loss(step: int):
         stack, vis = sampler.batch(step, cfg.batch)
-        b = split_batch(stack, vis, c, dev)
+        b = split_batch(stack, vis, arch.channels, dev)
         masks = b['masks'] if cfg.use_masks else torch.zeros_like(b['masks'])
         cond = build_condition(b['f1'], masks, b['ir'], b['vis'], arch.sources)
         gen = _generator(cfg.seed, step, dev)
@@ -460,27 +421,11 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
         else:
             out, terms_t = _teacher_step(model, cfg, diffusion, cond, b['f1'], gen)
             loss, terms = loss_fn(out, b['ir'], b['vis'], masks)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            d = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
-        step += 1
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
-        bar.update(1)
-        bar.set_postfix(refresh=False, loss=f'{running:.4f}',
-                        **{k: f'{v:.4f}' for k, v in terms.items()})
-        window.append(value)
-        if step % every == 0 or step == cfg.steps:
-            history.append([step, float(np.mean(window))])
-            window = []
-        if step % cfg.checkpoint_every == 0 or step == last:
-            elapsed = time.perf_counter() - t0
-            save_state()
-    bar.close()
+        return loss, terms
+
+    step = run_steps(cfg, model, ema, opt, step=step, stop_at=stop_at,
+                     desc='distill' if distill else 'stage2', history=history,
+                     batch_loss=batch_loss, save=save_state)
     if step < cfg.steps:
         log(f'{tag}: stopped at step {step} of {cfg.steps}; state in {ckpt_path}')
         return {'steps': step, 'stopped': True, 'history': history}
@@ -571,8 +516,8 @@ def _finish(cfg: RefinerTrainConfig, ema: RefinerNet, settings: SamplerSettings,
              'use_masks': cfg.use_masks, 'diffusion': diffusion.describe()}
     if cfg.mode == 'distill':
         extra['teacher_sha256'] = sha256(cfg.teacher)
-    _save_atomic(make_checkpoint(ema, half=cfg.half, role=_role(cfg), sampler=settings, **extra),
-                 out)
+    save_atomic(make_checkpoint(ema, half=cfg.half, role=_role(cfg), sampler=settings, **extra),
+                out)
     summary['sha256'] = sha256(out)
     sidecar = {'file': out.name, 'sha256': summary['sha256'], 'command': command,
                'role': _role(cfg), 'config': asdict(ema.config), 'train': asdict(cfg),

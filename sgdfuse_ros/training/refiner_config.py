@@ -7,6 +7,8 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import add_common_arguments, common_config_fields
+
 #: Must match :data:`sgdfuse_ros.models.refiner.PRESETS` (checked by the tests).
 PRESET_NAMES = ('realtime', 'paper', 'tiny')
 #: Ablation variants (see ``docs/refiner.md``): ``full``; ``no_sam`` (trained and run with empty
@@ -84,42 +86,17 @@ class RefinerTrainConfig:
 
 
 def _common(p: argparse.ArgumentParser, d: RefinerTrainConfig) -> None:
-    p.add_argument('--data', action='append', required=True, metavar='DIR',
-                   help='pair folder (ir/ + vi/) or a folder of them; repeatable')
-    p.add_argument('--out', required=True, type=Path, help='weights file to write (.pt)')
-    p.add_argument('--checkpoint', type=Path, help='training state file (default <out>.ckpt)')
-    p.add_argument('--resume', action='store_true', help='continue from the checkpoint')
-    p.add_argument('--init', type=Path, help='start from these refiner weights')
+    add_common_arguments(p, d, init_help='start from these refiner weights', loss_scope='global ')
     p.add_argument('--stage1', type=Path,
                    help='stage-1 weights that make F1 (default: the shipped weights)')
     p.add_argument('--mask-provider', default=d.mask_provider,
                    help='mask provider for the cached training masks (default %(default)s)')
     p.add_argument('--cache-dir', type=Path, default=Path(d.cache_dir),
                    help='where F1, masks and teacher samples are cached (%(default)s)')
-    p.add_argument('--steps', type=int, default=d.steps, help='default %(default)s')
-    p.add_argument('--crop', type=int, default=d.crop, help='crop side, default %(default)s')
-    p.add_argument('--batch', type=int, default=d.batch, help='default %(default)s')
-    p.add_argument('--lr', type=float, default=d.lr, help='peak learning rate')
-    p.add_argument('--lr-min', type=float, default=d.lr_min, help='final learning rate')
-    p.add_argument('--warmup', type=int, default=d.warmup, help='warm-up steps')
-    p.add_argument('--ema', type=float, default=d.ema, help='EMA decay of the written weights')
     p.add_argument('--w-mask-int', type=float, default=d.mask_intensity,
                    help='mask-guided intensity weight (default %(default)s)')
     p.add_argument('--w-mask-grad', type=float, default=d.mask_gradient,
                    help='mask-guided gradient weight (default %(default)s)')
-    p.add_argument('--w-int', type=float, default=d.intensity, help='global intensity weight')
-    p.add_argument('--w-grad', type=float, default=d.gradient, help='global gradient weight')
-    p.add_argument('--w-ssim', type=float, default=d.ssim, help='SSIM weight')
-    p.add_argument('--ssim-ir-share', type=float, default=d.ssim_ir_share,
-                   help='share of the infrared source in the SSIM term')
-    p.add_argument('--w-corr', type=float, default=d.correlation,
-                   help='correlation (SCD) weight')
-    p.add_argument('--seed', type=int, default=d.seed)
-    p.add_argument('--checkpoint-every', type=int, default=d.checkpoint_every)
-    p.add_argument('--device', default=d.device, help='auto, cpu, cuda, cuda:N')
-    p.add_argument('--threads', type=int, default=d.threads, help='torch CPU threads (0: all)')
-    p.add_argument('--half', action='store_true', help='store the weights as fp16')
-    p.add_argument('--no-validate', action='store_true', help='skip the final validation')
 
 
 def add_stage2_arguments(p: argparse.ArgumentParser) -> None:
@@ -159,16 +136,10 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args, mode: str) -> RefinerTrainConfig:
     cfg = RefinerTrainConfig(
-        mode=mode, data=[str(d) for d in args.data], out=str(args.out),
-        checkpoint=str(args.checkpoint) if args.checkpoint else '',
+        **common_config_fields(args), mode=mode,
         stage1=str(args.stage1) if args.stage1 else '', mask_provider=args.mask_provider,
-        cache_dir=str(args.cache_dir), init=str(args.init) if args.init else '',
-        steps=args.steps, crop=args.crop, batch=args.batch, lr=args.lr, lr_min=args.lr_min,
-        warmup=args.warmup, ema=args.ema, mask_intensity=args.w_mask_int,
-        mask_gradient=args.w_mask_grad, intensity=args.w_int, gradient=args.w_grad,
-        ssim=args.w_ssim, ssim_ir_share=args.ssim_ir_share, correlation=args.w_corr,
-        seed=args.seed, checkpoint_every=args.checkpoint_every, device=args.device,
-        threads=args.threads, half=args.half, validate=not args.no_validate)
+        cache_dir=str(args.cache_dir), mask_intensity=args.w_mask_int,
+        mask_gradient=args.w_mask_grad)
     if mode == 'teacher':
         cfg.preset, cfg.variant, cfg.channels = args.preset, args.variant, args.channels
         cfg.bootstrap = args.bootstrap

@@ -15,7 +15,6 @@ import argparse
 from dataclasses import asdict
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 import shlex
@@ -27,28 +26,13 @@ import numpy as np
 import torch
 
 from ..fusion import imaging
+from ..models.checkpoint import load_fp32_state_dict
 from ..models.stage1 import (PRESETS, Stage1Net, count_params, gflops_per_frame,
                              make_checkpoint, preset, read_checkpoint)
+from .common import ema_of, pick_device, resume_training, run_steps, save_atomic
 from .config import TrainConfig, add_arguments, config_from_args
 from .data import CropSampler, Pair, load_split
 from .losses import FusionLoss
-
-
-def _device(name: str) -> torch.device:
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(name)
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise RuntimeError('--device cuda requested but no CUDA device is available')
-    return dev
-
-
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine decay to ``lr_min``."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,21 +115,6 @@ def count_wins(rows: dict[str, dict[str, float]], ours: str = 'stage1',
 # Training
 # ----------------------------------------------------------------------------------------------
 
-def _progress(total: int, initial: int):
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc='stage1', unit='step', file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5 if tty else 30.0)
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -173,7 +142,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
 
 def _train(cfg: TrainConfig, resume: bool, stop_at: int | None, command: str,
            log: Callable[[str], None]) -> dict[str, Any]:
-    dev = _device(cfg.device)
+    dev = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     arch = preset(cfg.preset, in_channels=cfg.channels, out_channels=cfg.channels)
     model = Stage1Net(arch).to(dev)
@@ -181,13 +150,9 @@ def _train(cfg: TrainConfig, resume: bool, stop_at: int | None, command: str,
         init = read_checkpoint(cfg.init, map_location=dev)
         if init['config'] != asdict(arch):
             raise ValueError(f'{cfg.init}: its architecture differs from preset {cfg.preset!r}')
-        sd = init.get('ema', init['state_dict'])
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                               for k, v in sd.items()})
+        load_fp32_state_dict(model, init.get('ema', init['state_dict']))
         log(f'stage1: initialised from {cfg.init} (step {init.get("step")})')
-    ema = Stage1Net(arch).to(dev)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
+    ema = ema_of(model, Stage1Net(arch).to(dev))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = FusionLoss(cfg.loss_weights())
 
@@ -201,64 +166,32 @@ def _train(cfg: TrainConfig, resume: bool, stop_at: int | None, command: str,
         f'preset {cfg.preset}: {count_params(model)} parameters, '
         f'{gflops_per_frame(ema):.3f} GFLOPs per 640x480 frame; device {dev}')
 
-    ckpt_path = cfg.checkpoint_path()
-    step, elapsed, history = 0, 0.0, []
-    if ckpt_path.is_file():
-        if not resume:
-            raise FileExistsError(f'{ckpt_path} exists: pass --resume to continue it, or delete '
-                                  'it to start over')
-        ck = read_checkpoint(ckpt_path, map_location=dev)
+    def read_state(path: Path) -> dict[str, Any]:
+        ck = read_checkpoint(path, map_location=dev)
         if ck['config'] != asdict(arch):
-            raise ValueError(f'{ckpt_path}: its architecture differs from preset {cfg.preset!r}')
-        model.load_state_dict(ck['state_dict'])
-        ema.load_state_dict(ck['ema'])
-        opt.load_state_dict(ck['optimizer'])
-        step, elapsed = int(ck['step']), float(ck.get('seconds', 0.0))
-        history = list(ck.get('history', []))
-        log(f'stage1: resumed {ckpt_path} at step {step}')
+            raise ValueError(f'{path}: its architecture differs from preset {cfg.preset!r}')
+        return ck
 
-    def save_state():
-        _save_atomic(make_checkpoint(model, ema=ema.state_dict(), optimizer=opt.state_dict(),
-                                     train=asdict(cfg), step=step, seconds=elapsed,
-                                     history=history), ckpt_path)
+    ckpt_path = cfg.checkpoint_path()
+    step, elapsed, history = resume_training(ckpt_path, resume, read_state, model, ema, opt,
+                                             log, 'stage1')
 
     t0 = time.perf_counter() - elapsed
-    bar = _progress(cfg.steps, step)
-    running = None
-    # history: [step, mean loss over the last `every` steps]
-    every = max(1, min(50, cfg.steps // 10))
-    window = []
-    model.train()
-    last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    while step < last:
-        for g in opt.param_groups:
-            g['lr'] = learning_rate(cfg, step)
+
+    def save_state(step: int) -> None:
+        save_atomic(make_checkpoint(model, ema=ema.state_dict(), optimizer=opt.state_dict(),
+                                    train=asdict(cfg), step=step,
+                                    seconds=time.perf_counter() - t0, history=history),
+                    ckpt_path)
+
+    def batch_loss(step: int):
         ir_np, vis_np = sampler.batch(step, cfg.batch)
         ir = torch.from_numpy(ir_np).to(dev)
         vis = torch.from_numpy(vis_np).to(dev)
-        fused = model(ir, vis)
-        loss, terms = loss_fn(fused, ir, vis)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            d = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
-        step += 1
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
-        bar.update(1)
-        bar.set_postfix(refresh=False, loss=f'{running:.4f}',
-                        **{k: f'{v:.4f}' for k, v in terms.items()})
-        window.append(value)
-        if step % every == 0 or step == cfg.steps:
-            history.append([step, float(np.mean(window))])
-            window = []
-        if step % cfg.checkpoint_every == 0 or step == last:
-            elapsed = time.perf_counter() - t0
-            save_state()
-    bar.close()
+        return loss_fn(model(ir, vis), ir, vis)
+
+    step = run_steps(cfg, model, ema, opt, step=step, stop_at=stop_at, desc='stage1',
+                     history=history, batch_loss=batch_loss, save=save_state)
     if step < cfg.steps:
         log(f'stage1: stopped at step {step} of {cfg.steps}; state in {ckpt_path}')
         return {'steps': step, 'stopped': True}
@@ -283,8 +216,8 @@ def _train(cfg: TrainConfig, resume: bool, stop_at: int | None, command: str,
         log(format_table(rows))
         log(f'stage1 beats laplacian on {wins} of 8: {", ".join(won)}')
     out = Path(cfg.out)
-    _save_atomic(make_checkpoint(ema, half=cfg.half, train=asdict(cfg), step=step,
-                                 metrics=summary.get('metrics')), out)
+    save_atomic(make_checkpoint(ema, half=cfg.half, train=asdict(cfg), step=step,
+                                metrics=summary.get('metrics')), out)
     summary['sha256'] = sha256(out)
     sidecar = {'file': out.name, 'sha256': summary['sha256'], 'command': command,
                'preset': cfg.preset, 'config': asdict(arch), 'train': asdict(cfg),
