@@ -3,6 +3,7 @@
 checkpoints of randomly initialised models), the streaming worker and ``sgdfuse masks``."""
 
 import logging
+import os
 import threading
 import time
 
@@ -433,9 +434,33 @@ def test_worker_rate_limits_refreshes():
     assert 2 <= len(count) <= 4   # ~0.5 s at 5 Hz, not one refresh per submitted pair
 
 
+@pytest.mark.skipif(not hasattr(os, 'SCHED_IDLE'), reason='SCHED_IDLE is Linux-only')
+def test_worker_runs_the_provider_at_idle_priority():
+    """The provider runs under SCHED_IDLE (it only gets CPU time fusion does not want), and
+    threads it starts inherit that; the caller's thread keeps its own policy."""
+    seen = []
+
+    def record(ir, vis):
+        inner = []
+        t = threading.Thread(target=lambda: inner.append(os.sched_getscheduler(0)))
+        t.start()
+        t.join()
+        seen.append((os.sched_getscheduler(0), inner[0]))
+        return MaskResult(ir, ir, {}, provider='record')
+
+    with MaskWorker(record, rate_hz=50.0) as w:
+        w.submit(*_frame(1))
+        assert w.wait_for(1, timeout=5.0)
+        assert w.stats()['scheduling'] == 'SCHED_IDLE'
+    assert seen[0] == (os.SCHED_IDLE, os.SCHED_IDLE)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
 def test_worker_options_are_checked():
     with pytest.raises(ValueError, match='rate_hz'):
         MaskWorker(build_provider('saliency'), rate_hz=0)
+    with pytest.raises(ValueError, match='priority'):
+        MaskWorker(build_provider('saliency'), priority='high')
     with pytest.raises(TypeError):
         MaskWorker(None)
 

@@ -167,59 +167,78 @@ def mask_meaning(provider, pairs) -> dict[str, float]:
 
 
 def streaming(provider, frames, *, seconds: float, fps: float, rate: float,
-              method: str) -> dict[str, float]:
-    """Fusion loop at ``fps`` alone, then beside a MaskWorker at ``rate`` Hz."""
+              method: str, priority: str = 'idle', blocks: int = 4) -> dict[str, float]:
+    """A fusion loop at ``fps`` on 640x480 pairs beside a :class:`~.masks.MaskWorker` running
+    ``provider`` at ``rate`` Hz, reusing the worker's latest masks as the node does.
+
+    The fusion time with and without the worker is measured in alternating blocks (``blocks``
+    of each, ``seconds`` in all) so that a change of the machine's load reaches both alike:
+    in a "beside" block every fused pair is submitted to the worker; in an "alone" block
+    nothing is, and timing starts once the refresh in progress has finished."""
     from .masks import MaskWorker
     from .pipeline import FusionPipeline, PipelineConfig
 
     pipe = FusionPipeline(PipelineConfig(method=method, thermal_smoothing=0.0))
     thermal = [imaging.to_uint8(ir) for ir, _ in frames]
+    state = {'i': 0, 'seen': 0}
+    lat = {'alone': [], 'beside': []}
+    ages, refresh_times = [], []  # refresh_times: one list per beside block
 
-    def loop(worker=None):
-        lat, ages, refresh_times = [], [], []
-        seen = 0
-        t_end = time.monotonic() + seconds
-        i = 0
+    def run(worker, block_s: float, submit: bool) -> None:
+        if not submit:
+            while worker.busy:
+                time.sleep(0.005)
+        t_end = time.monotonic() + block_s
         next_t = time.monotonic()
+        if submit:  # refreshes and ages count from the block's first new masks on
+            refresh_times.append([])
+            old = worker.latest()
+            state['seen'] = old.frame if old is not None else 0
         while time.monotonic() < t_end:
-            k = i % len(frames)
-            t0 = time.perf_counter()
-            res = pipe.fuse(thermal[k], frames[k][1])
-            lat.append((time.perf_counter() - t0) * 1e3)
-            if worker is not None:
-                worker.submit(res.ir, frames[k][1])
-                snap = worker.latest()
-                if snap is not None:
+            k = state['i'] % len(frames)
+            snap = worker.latest()
+            if snap is not None and submit:
+                if snap.frame != state['seen']:
+                    state['seen'] = snap.frame
+                    refresh_times[-1].append(snap.computed)
+                if refresh_times[-1]:
                     ages.append(snap.age)
-                    if snap.frame != seen:
-                        seen = snap.frame
-                        refresh_times.append(snap.computed)
-            i += 1
+            shape = frames[k][1].shape[:2]
+            masks = snap.as_tuple() if snap is not None and snap.as_tuple()[0].shape == shape \
+                else (np.zeros(shape, np.float32),) * 2
+            t0 = time.perf_counter()
+            res = pipe.fuse(thermal[k], frames[k][1], masks=masks)
+            lat['beside' if submit else 'alone'].append((time.perf_counter() - t0) * 1e3)
+            if submit:
+                worker.submit(res.ir, frames[k][1])
+            state['i'] += 1
             next_t += 1.0 / fps
             time.sleep(max(0.0, next_t - time.monotonic()))
-        out = {'fuse_ms_median': float(np.median(lat)),
-               'fuse_ms_p90': float(np.percentile(lat, 90)),
-               'frames': len(lat)}
-        if worker is not None:
-            gaps = np.diff(refresh_times)
-            out.update({'refresh_interval_s': float(np.median(gaps)) if len(gaps) else None,
-                        'max_refresh_interval_s': float(gaps.max()) if len(gaps) else None,
-                        'max_age_s': float(max(ages)) if ages else None,
-                        'refreshes': len(refresh_times)})
-        return out
 
     load0 = os.getloadavg()[0]
-    alone = loop()
-    worker = MaskWorker(provider, rate_hz=rate, max_age_s=4.0).start()
+    worker = MaskWorker(provider, rate_hz=rate, max_age_s=4.0, priority=priority).start()
     worker.submit(*frames[0])   # the first refresh (after the worker prepared the provider)
     worker.wait_for(1, timeout=300)
+    block = seconds / (2 * blocks)
     try:
-        beside = loop(worker)
+        for _ in range(blocks):
+            run(worker, block, submit=False)
+            run(worker, block, submit=True)
     finally:
         stats = worker.stats()
         worker.stop()
-    beside['worker_median_ms'] = stats['median_compute_ms']
-    beside['stale_reads'] = stats['stale_reads']
+    gaps = np.concatenate([np.diff(t) for t in refresh_times])  # within beside blocks
+    alone = {'fuse_ms_median': float(np.median(lat['alone'])),
+             'fuse_ms_p90': float(np.percentile(lat['alone'], 90)), 'frames': len(lat['alone'])}
+    beside = {'fuse_ms_median': float(np.median(lat['beside'])),
+              'fuse_ms_p90': float(np.percentile(lat['beside'], 90)),
+              'frames': len(lat['beside']),
+              'refresh_interval_s': float(np.median(gaps)) if len(gaps) else None,
+              'max_refresh_interval_s': float(gaps.max()) if len(gaps) else None,
+              'max_age_s': float(max(ages)) if ages else None,
+              'refreshes': sum(map(len, refresh_times)),
+              'worker_median_ms': stats['median_compute_ms'],
+              'stale_reads': stats['stale_reads'], 'scheduling': stats['scheduling']}
     slowdown = beside['fuse_ms_median'] / alone['fuse_ms_median'] - 1.0
     return {'alone': alone, 'beside': beside, 'slowdown': slowdown, 'rate_hz': rate,
             'method': pipe.method_name, 'load': [load0, os.getloadavg()[0]]}
@@ -277,6 +296,10 @@ def main(argv=None) -> int:
     p.add_argument('--rate', type=float, help='mask worker rate in Hz (default: as often as '
                    'the provider allows, at most 2)')
     p.add_argument('--method', default='auto', help='fusion method of the streaming loop')
+    p.add_argument('--blocks', type=int, default=4,
+                   help='alternating alone / beside blocks of the streaming run (4 each)')
+    p.add_argument('--priority', default='idle', choices=('idle', 'nice', 'normal'),
+                   help="the mask worker's CPU priority (see MaskWorker; default idle)")
     p.add_argument('--overlays', type=Path, help='write overlay PNGs of --overlay-pairs here')
     p.add_argument('--overlay-pairs', nargs='+', default=[], help='pair names (SET/NAME)')
     p.add_argument('--overlay-width', type=int, default=640, help='overlay width in pixels')
@@ -326,7 +349,8 @@ def main(argv=None) -> int:
                 clear_session_cache()
                 res['streaming'] = streaming(build(s, ckpt, common), timing_frames,
                                              seconds=args.streaming, fps=args.fps, rate=rate,
-                                             method=args.method)
+                                             method=args.method, priority=args.priority,
+                                             blocks=args.blocks)
             results['settings'][s.label] = res
             rows.append((s.label, res))
             print(f'{s.label}: {res["describe"]}; {json.dumps(t)}', flush=True)

@@ -50,19 +50,28 @@ class MaskSnapshot:
         return self.result.as_tuple()
 
 
+#: Values of :class:`MaskWorker`'s ``priority``.
+PRIORITIES = ('idle', 'nice', 'normal')
+
+
 class MaskWorker:
     """Run a mask provider in its own thread at ``rate_hz`` on the newest submitted pair.
 
     ``max_age_s``: masks older than this are stale (default: three refresh periods, at least
-    1 s). ``nice``: added to the worker thread's niceness on Linux (default 5), so that on a
-    small CPU the fusion path keeps priority; the provider's own thread pools, created from this
-    thread, inherit it. ``clock``: a monotonic clock in seconds (tests pass a fake one).
+    1 s). ``priority``: how the worker thread yields the CPU to the fusion path on Linux:
+    ``idle`` (default; the ``SCHED_IDLE`` policy: the masks get only CPU time nothing else wants,
+    so on a 2-core CPU the fusion path keeps its speed), ``nice`` (``nice`` added to the thread's
+    niceness, default 5: the masks get a smaller share but still compete) or ``normal``. Where
+    ``SCHED_IDLE`` is not available ``idle`` falls back to ``nice``. The provider's runtimes are
+    prepared in the worker thread (their thread pools inherit its priority). ``clock``: a
+    monotonic clock in seconds (tests pass a fake one).
 
     The worker keeps references to the submitted arrays: do not modify them after submitting.
     """
 
     def __init__(self, provider: Callable[[np.ndarray, np.ndarray], MaskResult], *,
-                 rate_hz: float = 2.0, max_age_s: float | None = None, nice: int = 5,
+                 rate_hz: float = 2.0, max_age_s: float | None = None,
+                 priority: str = 'idle', nice: int = 5,
                  name: str = 'sgdfuse-masks', clock: Callable[[], float] = time.monotonic,
                  start: bool = False):
         if not callable(provider):
@@ -73,13 +82,18 @@ class MaskWorker:
             max_age_s = max(1.0, 3.0 / rate_hz)
         if not isinstance(max_age_s, (int, float)) or max_age_s <= 0:
             raise ValueError(f'max_age_s must be > 0, got {max_age_s!r}')
+        if priority not in PRIORITIES:
+            raise ValueError(f'priority must be one of {", ".join(PRIORITIES)}, got {priority!r}')
         if not isinstance(nice, int) or not 0 <= nice <= 19:
             raise ValueError(f'nice must be an integer in [0, 19], got {nice!r}')
         self.provider = provider
         self.rate_hz = float(rate_hz)
         self.period = 1.0 / self.rate_hz
         self.max_age_s = float(max_age_s)
+        self.priority = priority
         self.nice = nice
+        self.scheduling = 'normal'  # what _lower_priority achieved (stats)
+        self._busy = False
         self._clock = clock
         self._cond = threading.Condition()
         self._slot: tuple[np.ndarray, np.ndarray, float, int] | None = None
@@ -158,6 +172,11 @@ class MaskWorker:
         return MaskSnapshot(result, stamp, computed, frame, age, stale)
 
     @property
+    def busy(self) -> bool:
+        """True while the provider is computing masks."""
+        return self._busy
+
+    @property
     def is_stale(self) -> bool:
         """True when there are no masks yet, or the newest are older than ``max_age_s``."""
         with self._cond:
@@ -184,16 +203,27 @@ class MaskWorker:
                 'stale_reads': self.stale_reads, 'last_error': self.last_error,
                 'last_compute_ms': self.last_compute_ms,
                 'median_compute_ms': float(np.median(times)) if times else None,
-                'rate_hz': self.rate_hz, 'max_age_s': self.max_age_s}
+                'rate_hz': self.rate_hz, 'max_age_s': self.max_age_s,
+                'scheduling': self.scheduling}
 
     # -- the thread --------------------------------------------------------------------------
 
     def _lower_priority(self) -> None:
-        if self.nice and hasattr(os, 'setpriority') and hasattr(threading, 'get_native_id'):
+        if self.priority == 'normal' or not hasattr(threading, 'get_native_id'):
+            return
+        tid = threading.get_native_id()
+        if self.priority == 'idle' and hasattr(os, 'SCHED_IDLE'):
             try:
-                tid = threading.get_native_id()
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+                self.scheduling = 'SCHED_IDLE'
+                return
+            except OSError as exc:  # pragma: no cover - depends on the platform
+                LOG.debug('mask worker: cannot set SCHED_IDLE: %s', exc)
+        if self.nice and hasattr(os, 'setpriority'):
+            try:
                 os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid)
                                + self.nice)
+                self.scheduling = f'nice +{self.nice}'
             except OSError as exc:  # pragma: no cover - depends on the platform
                 LOG.debug('mask worker: cannot lower thread priority: %s', exc)
 
@@ -221,6 +251,7 @@ class MaskWorker:
             t0 = self._clock()
             next_start = t0 + self.period
             tp = time.perf_counter()
+            self._busy = True
             try:
                 result = self.provider(ir, visible)
             except Exception as exc:  # noqa: BLE001 - a bad pair must not end the worker
@@ -231,6 +262,8 @@ class MaskWorker:
                     LOG.error('mask worker: refresh failed (%d so far): %s', self.errors, exc)
                     last_log = time.monotonic()
                 continue
+            finally:
+                self._busy = False
             ms = (time.perf_counter() - tp) * 1e3
             with self._cond:
                 self._snapshot = (result, stamp, self._clock(), frame)
