@@ -265,7 +265,14 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
 
         worker_ms: list[float] = []
         if provider is not None and concurrent:
-            from ..fusion.masks import MaskWorker
+            from ..fusion.masks import MaskWorker, build_provider
+            from .backends import clear_session_cache
+
+            # A fresh provider whose runtimes the worker prepares in its own thread (as in the
+            # node), so their thread pools get the worker's idle priority.
+            clear_session_cache()
+            name = mask_provider if mask_worker in ('auto', None) else mask_worker
+            provider = build_provider(name, **dict(mask_options or {}))
             worker = MaskWorker(provider, rate_hz=mask_rate_hz).start()
 
         timings: dict[str, list[float]] = {k: [] for k, _ in STAGES}
