@@ -461,6 +461,9 @@ def test_worker_options_are_checked():
         MaskWorker(build_provider('saliency'), rate_hz=0)
     with pytest.raises(ValueError, match='priority'):
         MaskWorker(build_provider('saliency'), priority='high')
+    # a provider that holds the GIL must not run at idle priority (see MaskWorker)
+    assert MaskWorker(build_provider('saliency')).priority == 'normal'
+    assert MaskWorker(lambda ir, vis: None).priority == 'idle'
     with pytest.raises(TypeError):
         MaskWorker(None)
 

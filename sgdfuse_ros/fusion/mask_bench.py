@@ -167,7 +167,7 @@ def mask_meaning(provider, pairs) -> dict[str, float]:
 
 
 def streaming(provider, frames, *, seconds: float, fps: float, rate: float,
-              method: str, priority: str = 'idle', blocks: int = 4) -> dict[str, float]:
+              method: str, priority: str | None = None, blocks: int = 4) -> dict[str, float]:
     """A fusion loop at ``fps`` on 640x480 pairs beside a :class:`~.masks.MaskWorker` running
     ``provider`` at ``rate`` Hz, reusing the worker's latest masks as the node does.
 
@@ -298,8 +298,9 @@ def main(argv=None) -> int:
     p.add_argument('--method', default='auto', help='fusion method of the streaming loop')
     p.add_argument('--blocks', type=int, default=4,
                    help='alternating alone / beside blocks of the streaming run (4 each)')
-    p.add_argument('--priority', default='idle', choices=('idle', 'nice', 'normal'),
-                   help="the mask worker's CPU priority (see MaskWorker; default idle)")
+    p.add_argument('--priority', choices=('idle', 'nice', 'normal'),
+                   help="the mask worker's CPU priority (see MaskWorker; default: the "
+                   "provider's own, idle for the SAM family)")
     p.add_argument('--overlays', type=Path, help='write overlay PNGs of --overlay-pairs here')
     p.add_argument('--overlay-pairs', nargs='+', default=[], help='pair names (SET/NAME)')
     p.add_argument('--overlay-width', type=int, default=640, help='overlay width in pixels')

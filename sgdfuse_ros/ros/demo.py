@@ -133,7 +133,11 @@ def _write_params(path: Path, sample, method: str) -> None:
              '# the defaults of config/sgdfuse.yaml.', '/**:', '  ros__parameters:',
              f'    thermal_topic: {sample.thermal_topic}', f'    rgb_topic: {sample.rgb_topic}',
              f'    fused_topic: {FUSED_TOPIC}', f'    method: {method}',
-             '    publish_masks: true', '    diagnostics_period: 0.5']
+             '    publish_masks: true', '    diagnostics_period: 0.5',
+             # The sample scenes change every 6 frames; the default mask provider (saliency,
+             # about 20 ms) refreshes at 5 Hz here, so the contact sheet shows each scene's own
+             # masks.
+             '    mask_rate: 5.0']
     if hom:
         lines.append('    homography: [' + ', '.join(repr(x) for x in hom) + ']')
     path.write_text('\n'.join(lines) + '\n')

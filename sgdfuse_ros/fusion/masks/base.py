@@ -383,6 +383,7 @@ class NoneProvider:
     never silent about it."""
 
     name = 'none'
+    worker_priority = 'normal'
 
     def __init__(self, opts: MaskOptions | None = None):
         LOG.warning('mask provider "none": the semantic masks are all zeros, so methods that use '

@@ -219,6 +219,9 @@ class SaliencyProvider:
     """The ``saliency`` provider: hot thermal regions and high-contrast visible regions."""
 
     name = 'saliency'
+    #: Priority of a :class:`.worker.MaskWorker` running this provider (see there): this
+    #: provider holds the GIL for much of its ~20 ms, so it must not run at idle priority.
+    worker_priority = 'normal'
 
     def __init__(self, opts: MaskOptions | None = None):
         self.max_regions = (opts or MaskOptions()).max_regions

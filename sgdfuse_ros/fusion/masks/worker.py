@@ -62,16 +62,21 @@ class MaskWorker:
     ``idle`` (default; the ``SCHED_IDLE`` policy: the masks get only CPU time nothing else wants,
     so on a 2-core CPU the fusion path keeps its speed), ``nice`` (``nice`` added to the thread's
     niceness, default 5: the masks get a smaller share but still compete) or ``normal``. Where
-    ``SCHED_IDLE`` is not available ``idle`` falls back to ``nice``. The provider's runtimes are
-    prepared in the worker thread (their thread pools inherit its priority). ``clock``: a
-    monotonic clock in seconds (tests pass a fake one).
+    ``SCHED_IDLE`` is not available ``idle`` falls back to ``nice``. The default (None) is the
+    provider's ``worker_priority`` attribute, else ``idle``: the SAM-family providers spend
+    their time in runtimes that release the GIL, where ``idle`` is right; the ``saliency``
+    provider runs Python and numpy code that holds the GIL in between, and an idle-priority
+    thread preempted while holding it stalls the fusion thread of the same process (priority
+    inversion), so it asks for ``normal`` (it needs about 20 ms per refresh). The provider's
+    runtimes are prepared in the worker thread (their thread pools inherit its priority).
+    ``clock``: a monotonic clock in seconds (tests pass a fake one).
 
     The worker keeps references to the submitted arrays: do not modify them after submitting.
     """
 
     def __init__(self, provider: Callable[[np.ndarray, np.ndarray], MaskResult], *,
                  rate_hz: float = 2.0, max_age_s: float | None = None,
-                 priority: str = 'idle', nice: int = 5,
+                 priority: str | None = None, nice: int = 5,
                  name: str = 'sgdfuse-masks', clock: Callable[[], float] = time.monotonic,
                  start: bool = False):
         if not callable(provider):
@@ -82,6 +87,8 @@ class MaskWorker:
             max_age_s = max(1.0, 3.0 / rate_hz)
         if not isinstance(max_age_s, (int, float)) or max_age_s <= 0:
             raise ValueError(f'max_age_s must be > 0, got {max_age_s!r}')
+        if priority is None:
+            priority = getattr(provider, 'worker_priority', 'idle')
         if priority not in PRIORITIES:
             raise ValueError(f'priority must be one of {", ".join(PRIORITIES)}, got {priority!r}')
         if not isinstance(nice, int) or not 0 <= nice <= 19:
