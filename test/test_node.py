@@ -91,13 +91,16 @@ def test_settings_map_onto_the_pipeline_config():
     assert validate_settings({}).pipeline_config().method_options == {}  # baselines take none
     cfg = validate_settings({'method': 'stage1', 'backend': 'onnxruntime', 'weights': 'w.pt',
                              'engine_dir': '/engines', 'refiner_steps': 2,
-                             'mask_checkpoint': 'sam.pth', 'work_width': 320,
+                             'mask_checkpoint': 'sam.pth', 'mask_input_size': 384,
+                             'work_width': 320,
                              'work_height': 240, 'output_encoding': 'mono8',
                              'homography': [1, 0, 4, 0, 1, -2, 0, 0, 1]}).pipeline_config()
     assert cfg.method == 'stage1' and cfg.work_size == (320, 240) and cfg.output == 'mono'
     assert cfg.method_options == {'backend': 'onnxruntime', 'weights': 'w.pt',
                                   'engines_dir': '/engines', 'steps': 2}
-    assert cfg.mask_options == {'checkpoint': 'sam.pth'}
+    assert cfg.mask_options == {'checkpoint': 'sam.pth', 'input_size': 384}
+    with pytest.raises(ParameterError, match='mask_input_size'):
+        validate_settings({'mask_input_size': 100})
     assert cfg.homography.shape == (3, 3) and cfg.homography[1, 2] == -2.0
 
 

@@ -104,6 +104,9 @@ PARAMETERS: tuple[_Param, ...] = (
            'mobile_sam, sam, lite_medsam, saliency, none).', 'str'),
     _Param('mask_checkpoint', '', 'Checkpoint of the SAM-family mask model (mobile_sam, sam).',
            'str'),
+    _Param('mask_input_size', 0, 'Image-encoder input side (pixels, a multiple of 16) of a '
+           "SAM-family mask model (0 = the model's default: lite_medsam 160, mobile_sam 512, "
+           'sam vit_b 256, vit_l 192, vit_h 128); >= 0.', 'int'),
     _Param('mask_rate', 2.0, 'Mask refresh rate (Hz) of the mask worker thread; > 0.', 'float'),
     _Param('mask_max_age', 0.0, 'Masks older than this (s) are reported as stale on /diagnostics '
            'and in the log (0 = three refresh periods, at least 1 s); >= 0.', 'float'),
@@ -153,6 +156,7 @@ class NodeSettings:
     engine_dir: str
     mask_provider: str
     mask_checkpoint: str
+    mask_input_size: int
     mask_rate: float
     mask_max_age: float
     refiner_steps: int
@@ -178,7 +182,11 @@ class NodeSettings:
             method_options['engines_dir'] = self.engine_dir
         if self.refiner_steps > 0:
             method_options['steps'] = self.refiner_steps
-        mask_options = {'checkpoint': self.mask_checkpoint} if self.mask_checkpoint else {}
+        mask_options: dict[str, Any] = {}
+        if self.mask_checkpoint:
+            mask_options['checkpoint'] = self.mask_checkpoint
+        if self.mask_input_size > 0:
+            mask_options['input_size'] = self.mask_input_size
         work = (self.work_width, self.work_height) if self.work_width > 0 else None
         return PipelineConfig(
             method=self.method, method_options=method_options,
@@ -253,6 +261,10 @@ def validate_settings(values: dict[str, Any]) -> NodeSettings:
     need(bool(out['method'].strip()), 'method must not be empty')
     need(bool(out['mask_provider'].strip()), 'mask_provider must not be empty')
     need(out['mask_rate'] > 0, f'mask_rate must be > 0 Hz, got {out["mask_rate"]}')
+    need(out['mask_input_size'] == 0 or (out['mask_input_size'] >= 64
+                                          and out['mask_input_size'] % 16 == 0),
+         f'mask_input_size must be 0 (the default) or a multiple of 16 of at least 64, got '
+         f'{out["mask_input_size"]}')
     need(out['mask_max_age'] >= 0, f'mask_max_age must be >= 0 s, got {out["mask_max_age"]}')
     need(out['refiner_steps'] >= 0, f'refiner_steps must be >= 0, got {out["refiner_steps"]}')
     w, h = out['work_width'], out['work_height']
