@@ -356,6 +356,29 @@ def test_onnx_export_of_the_sampler(tmp_path):
     np.testing.assert_allclose(out, ref, atol=1e-4)
 
 
+
+def test_ahead_of_time_export_is_what_the_method_runs(tmp_path, monkeypatch):
+    """`sgdfuse export --onnx` writes the files the shipped method then loads: building it
+    afterwards exports nothing new, and its output matches the PyTorch path."""
+    pytest.importorskip('onnxruntime')
+    from sgdfuse_ros.cli import main
+    from sgdfuse_ros.fusion.methods import build_method
+
+    assert main(['export', '--onnx', '--out', str(tmp_path), '--models', 'stage1',
+                 'refiner']) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert any(n.startswith('refiner_k') and n.endswith('.onnx') for n in before), before
+    monkeypatch.setenv('SGDFUSE_ENGINES', str(tmp_path))
+    method = build_method('sgdfuse', backend='onnxruntime')
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    rng = np.random.default_rng(0)
+    ir, vis = (rng.random((96, 128), dtype=np.float32) for _ in range(2))
+    masks = (np.zeros((96, 128), np.float32), np.ones((96, 128), np.float32))
+    reference = build_method('sgdfuse', backend='torch')
+    np.testing.assert_allclose(method(ir, vis, masks).fused, reference(ir, vis, masks).fused,
+                               atol=1e-4)
+
+
 # ----------------------------------------------------------------------------------------------
 # Ablation helpers
 # ----------------------------------------------------------------------------------------------

@@ -273,7 +273,11 @@ def export_targets(options: dict) -> list:
     size = options.get('size', (480, 640))
     from dataclasses import asdict
     info = {'config': asdict(cfg), 'timesteps': sampler.timesteps, 'start': sampler.start}
-    spec = ExportSpec('refiner', ('f1', 'masks', 'ir', 'vis'), ('fused',), make, real,
+    # The name the runtime loader looks for (runtime.loader.refiner_spec): an export made ahead
+    # of time is the one the node and `sgdfuse fuse` then use.
+    ts = list(sampler.timesteps)
+    spec = ExportSpec(f'refiner_k{len(ts)}_t{ts[0]}', ('f1', 'masks', 'ir', 'vis'), ('fused',),
+                      make, real,
                       dynamic_axes={k: dyn for k in ('f1', 'masks', 'ir', 'vis', 'fused')},
                       multiple=model.multiple, size=size, meta=info)
     spec_step = ExportSpec('refiner_step', ('x', 'cond', 't'), ('x_next',), make_step,
