@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
     package_data={PACKAGE: ['weights/*.pt', 'weights/*.json', 'weights/ablation/*.pt',
                             'weights/ablation/*.json', 'data/samples/*.md',
-                            'data/samples/*/*/*']},
+                            'data/samples/*/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
@@ -47,7 +47,6 @@ setup(
     maintainer_email='maintainers@sgdfuse-ros.dev',
     description='Real-time thermal + RGB image fusion (SGDFuse) for ROS 2.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'sgdfuse = sgdfuse_ros.cli:main',
