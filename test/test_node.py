@@ -630,7 +630,7 @@ def test_slow_mask_provider_does_not_stall_fusion(context, ivif):
                    + h.node.counters()['dropped_stale'], 3.0)
         c = h.node.counters()
         assert c['errors'] == {} and c['published'] >= 0.8 * n, c  # not held up by the masks
-        assert 1 <= slow.calls <= 3, slow.calls  # 3 s at 1.5 s per refresh
+        assert 1 <= slow.calls <= 4, slow.calls  # about 3 s of frames at 1.5 s per refresh
         assert len(user.seen) == c['published']
         assert all(s == (vi.shape[:2], vi.shape[:2]) for s in user.seen)
         values = {kv.key: kv.value for kv in h.node.diagnostics().status[0].values}
