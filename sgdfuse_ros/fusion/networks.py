@@ -19,6 +19,32 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / 'weights'
 STAGE1_WEIGHTS = WEIGHTS_DIR / 'stage1_realtime.pt'
 
 
+def planar_luma(x: np.ndarray) -> np.ndarray:
+    """Luma ``H x W`` of a ``(C, H, W)`` image with C = 1 (itself) or 3 (RGB, BT.601)."""
+    return x[0] if x.shape[0] == 1 else 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+
+
+def fuse_arrays(model, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """Run a stage-1 network (PyTorch) on ``(C, H, W)`` (or ``H x W``) float arrays of any
+    size: pad to the network's multiple, run on the model's device and dtype, crop back.
+    Returns float32 ``(C_out, H, W)`` (or ``H x W`` for 2-D input)."""
+    import torch
+
+    flat = ir.ndim == 2
+    if flat:
+        ir, vis = ir[None], vis[None]
+    m = model.multiple
+    ir_p, size = imaging.pad_to_multiple(ir.transpose(1, 2, 0), m)
+    vis_p, _ = imaging.pad_to_multiple(vis.transpose(1, 2, 0), m)
+    p = next(model.parameters())
+    ti = torch.from_numpy(np.ascontiguousarray(ir_p.transpose(2, 0, 1)))[None].to(p)
+    tv = torch.from_numpy(np.ascontiguousarray(vis_p.transpose(2, 0, 1)))[None].to(p)
+    with torch.inference_mode():
+        out = model(ti, tv)[0].float().cpu().numpy()
+    out = out[:, :size[0], :size[1]]
+    return out[0] if flat else out
+
+
 class Stage1Method:
     """The stage-1 network alone (PyTorch backend): ``fused = f1``.
 
@@ -51,7 +77,6 @@ class Stage1Method:
             raise TypeError(f'stage1: unknown options {sorted(unknown)}')
         if threads:
             torch.set_num_threads(int(threads))
-        self._torch = torch
         self.weights = Path(weights) if weights else STAGE1_WEIGHTS
         self.device = torch.device(device)
         self.model, self.meta = load_stage1(self.weights, map_location=self.device)
@@ -66,27 +91,17 @@ class Stage1Method:
 
     def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """F1 (float32 ``H x W`` luma in ``[0, 1]``) of a luma pair of any size."""
-        torch = self._torch
         cfg = self.model.config
-        ir_p, size = imaging.pad_to_multiple(np.asarray(ir, np.float32), self.net_multiple)
-        vis_p, _ = imaging.pad_to_multiple(np.asarray(vis, np.float32), self.net_multiple)
-        if self.backend is not None:  # runtime backend (issue 6)
-            from ..runtime.loader import run_stage1
-            return np.ascontiguousarray(imaging.crop_to(
-                run_stage1(self.backend, ir_p, vis_p, cfg.in_channels), size))
-        ti = torch.from_numpy(np.ascontiguousarray(ir_p))[None, None].to(self.device)
-        tv = torch.from_numpy(np.ascontiguousarray(vis_p))[None, None].to(self.device)
-        if cfg.in_channels > 1:
-            ti = ti.expand(-1, cfg.in_channels, -1, -1)
-            tv = tv.expand(-1, cfg.in_channels, -1, -1)
-        with torch.inference_mode():
-            out = self.model(ti, tv)[0]
-            if out.shape[0] == 3:
-                out = 0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2]
-            else:
-                out = out[0]
-            f1 = out.float().cpu().numpy()
-        return np.ascontiguousarray(imaging.crop_to(f1, size))
+        ir, vis = np.asarray(ir, np.float32), np.asarray(vis, np.float32)
+        if self.backend is None:  # the module itself
+            shape = (cfg.in_channels,) + ir.shape
+            out = fuse_arrays(self.model, np.broadcast_to(ir, shape), np.broadcast_to(vis, shape))
+            return np.ascontiguousarray(planar_luma(out))
+        from ..runtime.loader import run_stage1
+        ir_p, size = imaging.pad_to_multiple(ir, self.net_multiple)
+        vis_p, _ = imaging.pad_to_multiple(vis, self.net_multiple)
+        return np.ascontiguousarray(imaging.crop_to(
+            run_stage1(self.backend, ir_p, vis_p, cfg.in_channels), size))
 
     def __call__(self, ir: np.ndarray, vis: np.ndarray,
                  masks: tuple[np.ndarray, np.ndarray] | None = None) -> MethodOutput:

@@ -35,6 +35,36 @@ def _as_chw(x: np.ndarray) -> np.ndarray:
     return x[None] if x.ndim == 2 else x
 
 
+def padded_inputs(f1: np.ndarray, masks: np.ndarray, ir: np.ndarray, vis: np.ndarray,
+                  multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """``[F1, masks, IR, VIS]`` of ``(C, H, W)`` arrays (masks ``2 x H x W``) stacked on the
+    channel axis and padded to ``multiple`` (as :func:`.imaging.pad_to_multiple`); returns the
+    ``(2 + 3C) x H' x W'`` stack and the original ``(H, W)``."""
+    stack = np.concatenate([f1, masks, ir, vis]).transpose(1, 2, 0)
+    padded, size = imaging.pad_to_multiple(stack, multiple)
+    return padded.transpose(2, 0, 1), size
+
+
+def refine_arrays(model, diffusion, f1: np.ndarray, masks: np.ndarray, ir: np.ndarray,
+                  vis: np.ndarray, *, steps: int, t_start: int, start: str) -> np.ndarray:
+    """Run a refiner network (PyTorch) through the diffusion sampler on ``(C, H, W)`` arrays
+    (masks ``2 x H x W``) of any size, on the model's device and dtype; returns the refined
+    float32 ``(C, H, W)`` image."""
+    import torch
+
+    from ..models.refiner import build_condition
+
+    x, size = padded_inputs(f1, masks, ir, vis, model.multiple)
+    x = torch.from_numpy(np.ascontiguousarray(x))[None].to(next(model.parameters()))
+    c = f1.shape[0]
+    tf1 = x[:, :c]
+    cond = build_condition(tf1, x[:, c:c + 2], x[:, c + 2:2 * c + 2], x[:, 2 * c + 2:],
+                           model.config.sources)
+    with torch.inference_mode():
+        out = diffusion.sample(model, cond, tf1, steps=steps, t_start=t_start, start=start)
+    return out[0].float().cpu().numpy()[:, :size[0], :size[1]]
+
+
 class RefinerRunner:
     """A refiner checkpoint ready to run on numpy arrays (PyTorch).
 
@@ -48,7 +78,6 @@ class RefinerRunner:
 
         from ..models.diffusion import Diffusion
 
-        self._torch = torch
         self.model = model.eval()
         self.meta = meta
         self.device = torch.device(device)
@@ -98,9 +127,6 @@ class RefinerRunner:
         """Refined image, float32 in ``[0, 1]``, of the shape of ``f1`` (``H x W`` or
         ``C x H x W``). ``masks``: (IR, VIS) ``H x W`` pair, a ``2 x H x W`` array or None
         (zeros)."""
-        torch = self._torch
-        from ..models.refiner import build_condition
-
         flat = np.asarray(f1).ndim == 2
         f1, ir, vis = _as_chw(f1), _as_chw(ir), _as_chw(vis)
         h, w = f1.shape[1:]
@@ -111,31 +137,20 @@ class RefinerRunner:
                 masks, (tuple, list)) else np.asarray(masks, np.float32)
             if m.shape != (2, h, w):
                 raise ValueError(f'masks must be 2 x {h} x {w}, got {m.shape}')
-        mult = self.model.multiple
-        stack = np.concatenate([f1, m, ir, vis]).transpose(1, 2, 0)
-        padded, size = imaging.pad_to_multiple(stack, mult)
         k = int(steps) if steps else self.steps
         t0 = self.t_start if t_start is None else int(t_start)
         if self.backend is not None and (k, t0) == (self.steps, self.t_start):
             from ..runtime.loader import run_refiner
 
-            x = padded.transpose(2, 0, 1)
-            c, ci = f1.shape[0], ir.shape[0]
-            out = run_refiner(self.backend, x[:c], x[c:c + 2], x[c + 2:c + 2 + ci],
-                              x[c + 2 + ci:])[:, :size[0], :size[1]]
-            return np.ascontiguousarray(out[0] if flat else out)
-        x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
-        x = x.to(self.device)
-        c = f1.shape[0]
-        tf1, tm = x[:, :c], x[:, c:c + 2]
-        tir, tvis = x[:, c + 2:c + 2 + ir.shape[0]], x[:, c + 2 + ir.shape[0]:]
-        cond = build_condition(tf1, tm, tir, tvis, self.config.sources)
-        if k > t0 + 1:
-            raise ValueError(f'{k} steps do not fit below t_start={t0}')
-        with torch.inference_mode():
-            out = self.diffusion.sample(self.model, cond, tf1, steps=k, t_start=t0,
-                                        start=self.start)
-        out = out[0].float().cpu().numpy()[:, :size[0], :size[1]]
+            x, size = padded_inputs(f1, m, ir, vis, self.model.multiple)
+            c = f1.shape[0]
+            out = run_refiner(self.backend, x[:c], x[c:c + 2], x[c + 2:2 * c + 2],
+                              x[2 * c + 2:])[:, :size[0], :size[1]]
+        else:
+            if k > t0 + 1:
+                raise ValueError(f'{k} steps do not fit below t_start={t0}')
+            out = refine_arrays(self.model, self.diffusion, f1, m, ir, vis, steps=k,
+                                t_start=t0, start=self.start)
         return np.ascontiguousarray(out[0] if flat else out)
 
 
@@ -285,16 +300,3 @@ def export_targets(options: dict) -> list:
                            multiple=model.multiple, size=size, meta=info)
     return [Exportable(sampler, spec, digest, source),
             Exportable(step, spec_step, digest, source)]
-
-
-def _register_export_target() -> None:
-    """Register with :mod:`..runtime.export` only when it is already loaded (it imports this
-    module's package to find its targets), so the fusion library does not pull it in."""
-    import sys
-
-    export = sys.modules.get('sgdfuse_ros.runtime.export')
-    if export is not None and hasattr(export, 'register_target'):
-        export.register_target('refiner', export_targets)
-
-
-_register_export_target()

@@ -491,16 +491,3 @@ def load_refiner(path: str | os.PathLike, map_location: str | torch.device = 'cp
     model.to(map_location).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ('state_dict', 'optimizer', 'ema')}
     return model, meta
-
-
-def _register_export_target() -> None:
-    # ``sgdfuse export`` imports this module to find the refiner's export targets; they are
-    # defined with the method in sgdfuse_ros.fusion.refiner (imported only in that case).
-    import sys
-
-    if 'sgdfuse_ros.runtime.export' in sys.modules:
-        from ..fusion import refiner as _method
-        _method._register_export_target()
-
-
-_register_export_target()

@@ -15,8 +15,9 @@ Every export:
   SHA-256 of the weights, so a backend finds the export of the weights it was given
   (:func:`ensure_onnx`, which exports on first use).
 
-What can be exported is a registry of *targets* (:data:`TARGETS`): ``stage1`` here; the refiner
-and the mask provider register theirs when their modules exist.
+What can be exported is a registry of *targets* (:data:`TARGETS`): stage 1, the refiner (its
+factory lives with the method, :func:`sgdfuse_ros.fusion.refiner.export_targets`) and the mask
+provider's networks.
 """
 
 from __future__ import annotations
@@ -668,26 +669,16 @@ class StepLoop:
         return {self.out_name: feeds[self.x_name]}
 
 
-#: target name -> factory(options) returning the networks to export. Other modules add theirs
-#: with :func:`register_target` (the refiner: ``refiner`` and ``refiner_step``; the mask
-#: provider: ``mask_encoder`` and ``mask_decoder``).
-TARGETS: dict[str, Callable[[dict], list[Exportable]]] = {'stage1': _stage1_targets,
-                                                          'masks': _mask_targets}
+def _refiner_targets(options: dict) -> list[Exportable]:
+    """The refiner's K-step sampler and single step (defined with the method)."""
+    from ..fusion.refiner import export_targets
+
+    return export_targets(options)
 
 
-def register_target(name: str, factory: Callable[[dict], list[Exportable]]) -> None:
-    TARGETS[name] = factory
-
-
-def _load_target_plugins() -> None:
-    """Import the modules that register export targets (those that exist yet)."""
-    import importlib
-
-    for mod in ('sgdfuse_ros.models.refiner', 'sgdfuse_ros.fusion.masks'):
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            pass
+#: target name -> factory(options) returning the networks to export.
+TARGETS: dict[str, Callable[[dict], list[Exportable]]] = {
+    'stage1': _stage1_targets, 'refiner': _refiner_targets, 'masks': _mask_targets}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -734,7 +725,6 @@ def run_export(args) -> int:
     """``sgdfuse export --onnx``: export, check and describe each target; 0 when all passed."""
     w, h = parse_size(args.size)
     out = args.out or default_engines_dir()
-    _load_target_plugins()
     names = args.models or list(TARGETS)
     unknown = [n for n in names if n not in TARGETS]
     if unknown:

@@ -45,6 +45,8 @@ import numpy as np
 import torch
 
 from ..fusion import imaging
+from ..fusion.networks import fuse_arrays, planar_luma
+from ..fusion.refiner import refine_arrays
 from ..models.checkpoint import load_fp32_state_dict
 from ..models.diffusion import Diffusion, to_image, to_model
 from ..models.refiner import (PRESETS, RefinerNet, SamplerSettings, build_condition,
@@ -55,7 +57,7 @@ from .data import CropSampler, Pair, expand_data_dirs, load_pair, split_pairs
 from .refiner_config import (RefinerTrainConfig, add_distill_arguments, add_stage2_arguments,
                              config_from_args)
 from .refiner_losses import RefinerLoss
-from .stage1 import count_wins, evaluate, fuse_arrays, mean_metrics, sha256
+from .stage1 import count_wins, evaluate, mean_metrics, sha256
 
 LogFn = Callable[[str], None]
 
@@ -204,30 +206,16 @@ def settings_for(cfg: RefinerTrainConfig) -> SamplerSettings:
     return SamplerSettings(steps=cfg.sample_steps, t_start=cfg.t_start, start='f1')
 
 
-@torch.no_grad()
 def refine_pair(model: RefinerNet, settings: SamplerSettings, p: RefinerPair, *,
                 use_masks: bool = True, diffusion: Diffusion | None = None,
                 masks: np.ndarray | None = None, steps: int | None = None) -> np.ndarray:
     """Refined ``(C, H, W)`` image of one pair at native resolution (the fixed start noise)."""
-    diffusion = diffusion or Diffusion()
     m = p.masks if masks is None else masks
     if not use_masks:
         m = np.zeros_like(m)
-    stack = np.concatenate([p.f1, m, p.ir, p.vis]).transpose(1, 2, 0)
-    padded, size = imaging.pad_to_multiple(stack, model.multiple)
-    par = next(model.parameters())
-    x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None].to(par)
-    c = p.f1.shape[0]
-    f1 = x[:, :c]
-    cond = build_condition(f1, x[:, c:c + 2], x[:, c + 2:2 * c + 2], x[:, 2 * c + 2:],
-                           model.config.sources)
-    out = diffusion.sample(model, cond, f1, steps=steps or settings.steps,
-                           t_start=settings.t_start, start=settings.start)
-    return out[0].float().cpu().numpy()[:, :size[0], :size[1]]
-
-
-def _luma(x: np.ndarray) -> np.ndarray:
-    return x[0] if x.shape[0] == 1 else 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+    return refine_arrays(model, diffusion or Diffusion(), p.f1, m, p.ir, p.vis,
+                         steps=steps or settings.steps, t_start=settings.t_start,
+                         start=settings.start)
 
 
 def validation_rows(pairs: list[RefinerPair], refiners: dict[str, Callable[[RefinerPair],
@@ -237,12 +225,12 @@ def validation_rows(pairs: list[RefinerPair], refiners: dict[str, Callable[[Refi
     ``stage1`` (F1 itself) and ``laplacian``."""
     from ..fusion.baselines import fuse_laplacian
 
-    rows = {name: mean_metrics(evaluate(lambda p, fn=fn: _luma(fn(p)), pairs))
+    rows = {name: mean_metrics(evaluate(lambda p, fn=fn: planar_luma(fn(p)), pairs))
             for name, fn in refiners.items()}
     if baselines:
-        rows['stage1'] = mean_metrics(evaluate(lambda p: _luma(p.f1), pairs))
+        rows['stage1'] = mean_metrics(evaluate(lambda p: planar_luma(p.f1), pairs))
         rows['laplacian'] = mean_metrics(evaluate(
-            lambda p: fuse_laplacian(_luma(p.ir), _luma(p.vis)), pairs))
+            lambda p: fuse_laplacian(planar_luma(p.ir), planar_luma(p.vis)), pairs))
     return rows
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..fusion import imaging
+from ..fusion.networks import fuse_arrays, planar_luma
 from ..models.checkpoint import load_fp32_state_dict
 from ..models.stage1 import (PRESETS, Stage1Net, count_params, gflops_per_frame,
                              make_checkpoint, preset, read_checkpoint)
@@ -39,30 +40,6 @@ from .losses import FusionLoss
 # Inference and validation
 # ----------------------------------------------------------------------------------------------
 
-@torch.no_grad()
-def fuse_arrays(model: Stage1Net, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-    """Fuse ``(C, H, W)`` (or ``H x W``) float arrays of any size: pad to the network's multiple,
-    run, crop back. Returns float32 ``(C_out, H, W)`` (or ``H x W`` for 2-D input)."""
-    flat = ir.ndim == 2
-    if flat:
-        ir, vis = ir[None], vis[None]
-    m = model.multiple
-    ir_p, size = imaging.pad_to_multiple(ir.transpose(1, 2, 0), m)
-    vis_p, _ = imaging.pad_to_multiple(vis.transpose(1, 2, 0), m)
-    p = next(model.parameters())
-    ti = torch.from_numpy(np.ascontiguousarray(ir_p.transpose(2, 0, 1)))[None].to(p)
-    tv = torch.from_numpy(np.ascontiguousarray(vis_p.transpose(2, 0, 1)))[None].to(p)
-    out = model(ti, tv)[0].float().cpu().numpy()
-    out = out[:, :size[0], :size[1]]
-    return out[0] if flat else out
-
-
-def _luma(x: np.ndarray) -> np.ndarray:
-    if x.shape[0] == 1:
-        return x[0]
-    return 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
-
-
 def evaluate(fuse: Callable[[Pair], np.ndarray], pairs: list[Pair]) -> dict[str, dict]:
     """Metrics per pair (``set/name``) of ``fuse(pair) -> luma float [0, 1] (H, W)``, scored
     as 8-bit gray against the 8-bit sources at the pair's native resolution."""
@@ -70,7 +47,7 @@ def evaluate(fuse: Callable[[Pair], np.ndarray], pairs: list[Pair]) -> dict[str,
 
     out = {}
     for p in pairs:
-        ir8, vis8 = imaging.to_uint8(_luma(p.ir)), imaging.to_uint8(_luma(p.vis))
+        ir8, vis8 = imaging.to_uint8(planar_luma(p.ir)), imaging.to_uint8(planar_luma(p.vis))
         out[f'{p.set}/{p.name}'] = compute_metrics(imaging.to_uint8(fuse(p)), ir8, vis8)
     return out
 
@@ -86,10 +63,10 @@ def validate(model: Stage1Net, pairs: list[Pair]) -> dict[str, dict[str, float]]
 
     model.eval()
     rows = {
-        'stage1': mean_metrics(evaluate(lambda p: _luma(fuse_arrays(model, p.ir, p.vis)),
+        'stage1': mean_metrics(evaluate(lambda p: planar_luma(fuse_arrays(model, p.ir, p.vis)),
                                         pairs)),
-        'laplacian': mean_metrics(evaluate(lambda p: fuse_laplacian(_luma(p.ir), _luma(p.vis)),
-                                           pairs)),
+        'laplacian': mean_metrics(evaluate(
+            lambda p: fuse_laplacian(planar_luma(p.ir), planar_luma(p.vis)), pairs)),
     }
     return rows
 
