@@ -49,7 +49,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'sgdfuse = sgdfuse_ros.cli:main',
+            'sgdfuse = sgdfuse_ros.tools.cli:main',
             'sgdfuse_node = sgdfuse_ros.ros.node:main',
         ],
     },

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import torch
 
-from sgdfuse_ros.data import samples_dir
-from sgdfuse_ros.fusion import imaging
-from sgdfuse_ros.fusion.masks import build_provider
+from sgdfuse_ros.core.paths import samples_dir
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.masks import build_provider
 from sgdfuse_ros.fusion.networks import Stage1Method
 from sgdfuse_ros.fusion.refiner import STUDENT_WEIGHTS, TEACHER_WEIGHTS, RefinerRunner
 

@@ -24,7 +24,7 @@ os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 
 pytest.importorskip('rosbags', reason='needs the ros extra (rosbags)')
 
-from sgdfuse_ros import cli  # noqa: E402
+from sgdfuse_ros.tools import cli  # noqa: E402
 from sgdfuse_ros.fusion.pipeline import PipelineConfig  # noqa: E402
 from sgdfuse_ros.ros import bags  # noqa: E402
 
@@ -398,7 +398,7 @@ def test_make_sample_refuses_bad_arguments(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------
 
 def _cli_cmd(*args):
-    return [sys.executable, '-m', 'sgdfuse_ros.cli', *map(str, args)]
+    return [sys.executable, '-m', 'sgdfuse_ros.tools.cli', *map(str, args)]
 
 
 @pytest.fixture
@@ -497,7 +497,7 @@ def test_demo_end_to_end(tmp_path):
                  'Contact sheet:', '14 pairs played'):
         assert text in out, out
     try:
-        import sgdfuse_ros.fusion.metrics  # noqa: F401
+        import sgdfuse_ros.core.metrics  # noqa: F401
     except ImportError:
         pass
     else:  # the metric table of the node's frames, with the other methods offline beside it

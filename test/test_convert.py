@@ -12,7 +12,7 @@ pytest.importorskip('sensor_msgs.msg', reason='needs the ros extra (sensor_msgs)
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from sgdfuse_ros.fusion.imaging import ImageError, read_image  # noqa: E402
+from sgdfuse_ros.core.imaging import ImageError, read_image  # noqa: E402
 from sgdfuse_ros.ros import convert  # noqa: E402
 
 

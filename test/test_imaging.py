@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sgdfuse_ros.fusion import imaging
-from sgdfuse_ros.fusion.baselines import fuse_laplacian, fuse_max, fuse_mean, pyramid_levels
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core.baselines import fuse_laplacian, fuse_max, fuse_mean, pyramid_levels
 
 
 def test_read_gray_stored_as_rgb_collapses_to_one_channel(ivif):

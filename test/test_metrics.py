@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from sgdfuse_ros.fusion import metrics
-from sgdfuse_ros.fusion.imaging import read_image
-from sgdfuse_ros.fusion.metrics import (
+from sgdfuse_ros.core import metrics
+from sgdfuse_ros.core.imaging import read_image
+from sgdfuse_ros.core.metrics import (
     compute_metrics, format_table, HEADLINE, METRIC_NAMES, QABF_TA, QABF_TG,
 )
 

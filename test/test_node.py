@@ -32,7 +32,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from sgdfuse_ros.fusion import methods  # noqa: E402
-from sgdfuse_ros.fusion.imaging import read_image  # noqa: E402
+from sgdfuse_ros.core.imaging import read_image  # noqa: E402
 from sgdfuse_ros.fusion.methods import MethodOutput, register_method  # noqa: E402
 from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig  # noqa: E402
 from sgdfuse_ros.ros import convert  # noqa: E402
@@ -80,7 +80,7 @@ def test_invalid_settings_are_all_reported():
     assert ident.homography == ()  # a scaled identity means "already registered"
     shifted = validate_settings({'homography': [1, 0, 5, 0, 1, 0, 0, 0, 1], 'sync_slop': 1})
     assert shifted.homography[2] == 5.0 and shifted.sync_slop == 1.0
-    from sgdfuse_ros.ros.sync import message_filters_available
+    from sgdfuse_ros.core.matching import message_filters_available
 
     if not message_filters_available():
         with pytest.raises(ParameterError, match='message_filters is not installed'):
@@ -595,7 +595,7 @@ class _SlowMasks:
     name = 'test_slow_masks'
 
     def __init__(self, opts=None):
-        from sgdfuse_ros.fusion.masks import build_provider
+        from sgdfuse_ros.masks import build_provider
         self.inner = build_provider('saliency')
         self.calls = 0
 
@@ -611,7 +611,7 @@ class _SlowMasks:
 def test_slow_mask_provider_does_not_stall_fusion(context, ivif):
     """Fusion keeps the camera rate while the masks refresh slowly in their own thread; it
     uses empty masks until the first ones exist and the diagnostics report the masks' state."""
-    from sgdfuse_ros.fusion.masks import PROVIDERS, ProviderInfo, register_provider
+    from sgdfuse_ros.masks import PROVIDERS, ProviderInfo, register_provider
 
     user, slow = _MaskUser(), _SlowMasks()
     register_method(user.name, lambda **_: user)
@@ -692,7 +692,7 @@ def test_soak_640x480(context, ivif):
 def test_dds_profile_passes_several_mb_images_between_processes():
     """Best-effort 6 MB images to another process: the profile's shared-memory segment lets
     them through (Fast DDS's default 512 KiB segment loses most of them)."""
-    from sgdfuse_ros.ros.node_bench import transport_check
+    from sgdfuse_ros.tools.node_bench import transport_check
 
     r = transport_check(size=(1920, 1080), rate=RATE_HZ, duration=2.0)
     assert r['profile'].endswith('fastdds_shm.xml')

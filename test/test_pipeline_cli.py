@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from sgdfuse_ros.cli import main
-from sgdfuse_ros.fusion import imaging
+from sgdfuse_ros.tools.cli import main
+from sgdfuse_ros.core import imaging
 from sgdfuse_ros.fusion.methods import build_method, resolve_method_name
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
 

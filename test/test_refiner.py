@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgdfuse_ros.fusion import imaging
+from sgdfuse_ros.core import imaging
 from sgdfuse_ros.models.diffusion import (DenoiseStep, Diffusion, Sampler, fixed_noise,
                                           noise_tile, tiled_noise, to_model)
 from sgdfuse_ros.models.refiner import (PRESETS, RefinerConfig, RefinerNet, build_condition,
@@ -361,7 +361,7 @@ def test_ahead_of_time_export_is_what_the_method_runs(tmp_path, monkeypatch):
     """`sgdfuse export --onnx` writes the files the shipped method then loads: building it
     afterwards exports nothing new, and its output matches the PyTorch path."""
     pytest.importorskip('onnxruntime')
-    from sgdfuse_ros.cli import main
+    from sgdfuse_ros.tools.cli import main
     from sgdfuse_ros.fusion.methods import build_method
 
     assert main(['export', '--onnx', '--out', str(tmp_path), '--models', 'stage1',
@@ -397,7 +397,7 @@ def test_mask_perturbations():
 
 
 def test_ablate_command_runs(ivif, tmp_path, stage1_weights, capsys):
-    from sgdfuse_ros.cli import main
+    from sgdfuse_ros.tools.cli import main
 
     student = tmp_path / 'student.pt'
     torch.save(make_checkpoint(_randomised(RefinerNet(TINY), 0.05), role='student',
@@ -421,7 +421,7 @@ def test_ablate_command_runs(ivif, tmp_path, stage1_weights, capsys):
 
 
 def test_cli_parses_train_subcommands():
-    from sgdfuse_ros.cli import build_parser
+    from sgdfuse_ros.tools.cli import build_parser
 
     args = build_parser().parse_args(['train', 'stage2', '--data', 'd', '--out', 'o.pt',
                                       '--variant', 'no_sam'])

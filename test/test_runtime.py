@@ -13,9 +13,12 @@ from onnx import TensorProto, helper
 import pytest
 import torch
 
-from sgdfuse_ros.cli import main
+from sgdfuse_ros.tools.cli import main
 from sgdfuse_ros.models.stage1 import Stage1Net, make_checkpoint, preset
-from sgdfuse_ros.runtime import backends, engine_cache, export, onnx_check
+from sgdfuse_ros.runtime import backends
+from sgdfuse_ros.runtime import engine_cache
+from sgdfuse_ros.runtime import export
+from sgdfuse_ros.runtime import onnx_check
 from sgdfuse_ros.runtime.backends import BackendError, build_backend
 
 SIZE = (96, 128)  # H, W of the export checks: small to keep the tests fast
@@ -612,7 +615,7 @@ def test_prebuilt_engine_staleness_is_explained(tmp_path):
 
 
 def test_bench_variants_time_every_layout_choice():
-    from sgdfuse_ros.runtime.bench import format_variants, run_variants
+    from sgdfuse_ros.tools.bench import format_variants, run_variants
 
     rows = run_variants(size=(128, 96), frames=2, random_weights=True, threads=1)
     names = [r['variant'] for r in rows]
@@ -625,7 +628,7 @@ def test_bench_variants_time_every_layout_choice():
 
 
 def test_mask_encoder_and_decoder_export(tmp_path):
-    from sgdfuse_ros.fusion.masks.sam import _lite_medsam_unavailable
+    from sgdfuse_ros.masks.sam import _lite_medsam_unavailable
 
     reason = _lite_medsam_unavailable()
     if reason:
@@ -726,7 +729,7 @@ def test_refiner_sampler_on_onnxruntime(tmp_path):
 
 
 def test_bench_full_method_with_a_concurrent_mask_worker(tmp_path, monkeypatch):
-    from sgdfuse_ros.runtime.bench import format_table, run_bench
+    from sgdfuse_ros.tools.bench import format_table, run_bench
 
     monkeypatch.setenv('SGDFUSE_ENGINES', str(tmp_path))
     res = run_bench(size=(160, 128), method='sgdfuse', random_weights=True, frames=4, warmup=1,

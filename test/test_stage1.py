@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgdfuse_ros.fusion import imaging
+from sgdfuse_ros.core import imaging
 from sgdfuse_ros.models.stage1 import (PRESETS, Stage1Config, Stage1Net, count_macs,
                                        count_params, gflops_per_frame, load_stage1,
                                        make_checkpoint, preset)

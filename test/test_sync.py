@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from sgdfuse_ros.ros.sync import (DROP_REASONS, ApproximateMatcher, SyncedSubscriptions,
-                                  stamp_to_ns)
+from sgdfuse_ros.core.matching import (DROP_REASONS, ApproximateMatcher, SyncedSubscriptions,
+                                       stamp_to_ns)
 
 MS = 1_000_000  # ns
 

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from .baselines import BASELINES
+from sgdfuse_ros.core.baselines import BASELINES
 
 
 @dataclass

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import imaging
+from sgdfuse_ros.core import imaging
 from .methods import MethodOutput, register_method
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / 'weights'
@@ -67,10 +67,10 @@ class Stage1Method:
                  threads: int | None = None, backend: str | None = 'auto', **unused):
         import torch
 
-        from ..models.stage1 import load_stage1
+        from sgdfuse_ros.models.stage1 import load_stage1
 
         # Runtime backends (issue 6): backend-specific options go to runtime.loader.
-        from ..runtime.loader import RUNTIME_OPTIONS
+        from sgdfuse_ros.runtime.loader import RUNTIME_OPTIONS
         runtime_options = {k: unused.pop(k) for k in RUNTIME_OPTIONS if k in unused}
         unknown = set(unused) - {'steps', 'teacher'}  # refiner options: no meaning here
         if unknown:
@@ -83,7 +83,7 @@ class Stage1Method:
         self.net_multiple = self.model.multiple
         self.backend = None  # None: the module itself (torch); else a runtime.Backend
         if backend not in (None, 'torch'):
-            from ..runtime.loader import stage1_backend
+            from sgdfuse_ros.runtime.loader import stage1_backend
             if backend == 'auto':
                 runtime_options.setdefault('fallback', 'torch')
             self.backend = stage1_backend(backend, self.model, self.weights, device=device,
@@ -97,7 +97,7 @@ class Stage1Method:
             shape = (cfg.in_channels,) + ir.shape
             out = fuse_arrays(self.model, np.broadcast_to(ir, shape), np.broadcast_to(vis, shape))
             return np.ascontiguousarray(planar_luma(out))
-        from ..runtime.loader import run_stage1
+        from sgdfuse_ros.runtime.loader import run_stage1
         ir_p, size = imaging.pad_to_multiple(ir, self.net_multiple)
         vis_p, _ = imaging.pad_to_multiple(vis, self.net_multiple)
         return np.ascontiguousarray(imaging.crop_to(

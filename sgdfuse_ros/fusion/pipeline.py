@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from . import imaging
-from .imaging import ImageError, ThermalGain
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core.imaging import ImageError, ThermalGain
 from .methods import FusionMethod, build_method
 
 OUTPUT_MODES = ('color', 'mono')
@@ -87,7 +87,7 @@ class FusionPipeline:
         self.method: FusionMethod = build_method(cfg.method, **cfg.method_options)
         self.mask_provider = None
         if self.method.uses_masks:
-            from .masks import build_provider
+            from sgdfuse_ros.masks import build_provider
             self.mask_provider = build_provider(cfg.mask_provider, **cfg.mask_options)
 
     @property

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import imaging
+from sgdfuse_ros.core import imaging
 from .methods import MethodOutput, register_method
 
 LOG = logging.getLogger('sgdfuse_ros.refiner')
@@ -52,7 +52,7 @@ def refine_arrays(model, diffusion, f1: np.ndarray, masks: np.ndarray, ir: np.nd
     float32 ``(C, H, W)`` image."""
     import torch
 
-    from ..models.refiner import build_condition
+    from sgdfuse_ros.models.refiner import build_condition
 
     x, size = padded_inputs(f1, masks, ir, vis, model.multiple)
     x = torch.from_numpy(np.ascontiguousarray(x))[None].to(next(model.parameters()))
@@ -76,7 +76,7 @@ class RefinerRunner:
     def __init__(self, model, meta: dict[str, Any], device: str = 'cpu'):
         import torch
 
-        from ..models.diffusion import Diffusion
+        from sgdfuse_ros.models.diffusion import Diffusion
 
         self.model = model.eval()
         self.meta = meta
@@ -93,7 +93,7 @@ class RefinerRunner:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = 'cpu') -> 'RefinerRunner':
-        from ..models.refiner import load_refiner
+        from sgdfuse_ros.models.refiner import load_refiner
 
         model, meta = load_refiner(path, map_location=device)
         runner = cls(model, meta, device)
@@ -112,7 +112,7 @@ class RefinerRunner:
         if backend in (None, 'torch'):
             self.backend = None
             return None
-        from ..runtime.loader import refiner_backend
+        from sgdfuse_ros.runtime.loader import refiner_backend
 
         self.steps = int(steps) if steps else self.steps
         self.backend = refiner_backend(backend, self.model, self.diffusion, steps=self.steps,
@@ -140,7 +140,7 @@ class RefinerRunner:
         k = int(steps) if steps else self.steps
         t0 = self.t_start if t_start is None else int(t_start)
         if self.backend is not None and (k, t0) == (self.steps, self.t_start):
-            from ..runtime.loader import run_refiner
+            from sgdfuse_ros.runtime.loader import run_refiner
 
             x, size = padded_inputs(f1, m, ir, vis, self.model.multiple)
             c = f1.shape[0]
@@ -174,7 +174,7 @@ class SGDFuseMethod:
                  stage1_weights: str | os.PathLike | None = None, steps: int | None = None,
                  teacher: bool = False, device: str = 'cpu', threads: int | None = None,
                  backend: str | None = 'auto', **options):
-        from ..runtime.loader import RUNTIME_OPTIONS
+        from sgdfuse_ros.runtime.loader import RUNTIME_OPTIONS
         from .networks import Stage1Method
 
         if steps is not None and int(steps) < 1:
@@ -231,10 +231,10 @@ def export_targets(options: dict) -> list:
     step (``refiner_step``: x, cond, t -> x at the next timestep)."""
     import torch
 
-    from ..models.diffusion import DenoiseStep, Diffusion, Sampler
-    from ..models.refiner import RefinerNet, build_condition, load_refiner, preset
-    from ..runtime.engine_cache import sha256_file
-    from ..runtime.export import Exportable, ExportSpec, module_digest
+    from sgdfuse_ros.models.diffusion import DenoiseStep, Diffusion, Sampler
+    from sgdfuse_ros.models.refiner import RefinerNet, build_condition, load_refiner, preset
+    from sgdfuse_ros.runtime.engine_cache import sha256_file
+    from sgdfuse_ros.runtime.export import Exportable, ExportSpec, module_digest
 
     weights = options.get('refiner_weights') or (STUDENT_WEIGHTS if STUDENT_WEIGHTS.is_file()
                                                  else None)
@@ -265,8 +265,8 @@ def export_targets(options: dict) -> list:
                 torch.rand(1, c, h, w))
 
     def real(ir, vis, h, w):
-        from .baselines import fuse_laplacian
-        from .masks import build_provider
+        from sgdfuse_ros.core.baselines import fuse_laplacian
+        from sgdfuse_ros.masks import build_provider
 
         f1 = fuse_laplacian(ir, vis)
         m = build_provider('saliency')(ir, vis).as_tuple()

@@ -29,7 +29,7 @@ All heavy layers run at 1/s and 1/(2s) of the input resolution; at full resoluti
 the (un)shuffles and the blend, so the cost per 640x480 frame stays well under a GFLOP for the
 ``realtime`` preset. The model is ONNX-exportable (opset 17) with dynamic height and width; the
 input sides must be multiples of :attr:`Stage1Net.multiple` (callers pad, see
-:func:`sgdfuse_ros.fusion.imaging.pad_to_multiple`).
+:func:`sgdfuse_ros.core.imaging.pad_to_multiple`).
 
 Checkpoints are plain dicts::
 

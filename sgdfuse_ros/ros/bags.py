@@ -10,8 +10,8 @@ from its ``metadata.yaml`` (or a bare ``.mcap`` / ``.db3`` file's suffix) and th
 the same one unless told otherwise. Bags are written with metadata version 8 (what ROS 2 Jazzy's
 rosbag2 writes and reads).
 
-Offline fusion pairs frames with :class:`~sgdfuse_ros.ros.sync.ApproximateMatcher`, the rule the
-live node runs, fed in the bag's recorded (arrival) order with the header stamps, so a bag is
+Offline fusion pairs frames with :class:`~sgdfuse_ros.core.matching.ApproximateMatcher`, the rule
+the live node runs, fed in the bag's recorded (arrival) order with the header stamps, so a bag is
 paired exactly as ``sgdfuse_node`` would pair it live. Unlike the node (which drops stale pairs
 when the model is slower than the cameras), every matched pair is fused: each one ends up in the
 output bag or in :attr:`FuseSummary.failures`.
@@ -33,9 +33,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..fusion import imaging
-from ..fusion.imaging import ImageError
-from .sync import DROP_REASONS, ApproximateMatcher
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core.imaging import ImageError
+from sgdfuse_ros.core.matching import DROP_REASONS, ApproximateMatcher
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
@@ -375,7 +375,7 @@ class FuseSummary:
 
 
 def _build_pipeline(pipeline):
-    from ..fusion.pipeline import FusionPipeline, PipelineConfig
+    from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 
     if pipeline is None:
         return FusionPipeline(PipelineConfig())
@@ -730,7 +730,7 @@ def make_sample_bag(out: str | os.PathLike, pairs_dir: str | os.PathLike | None 
     Next to the bag, ``BAG.params.yaml`` (:func:`params_file_for`) holds the node parameters
     for it (topics, and the homography when the sizes differ).
     """
-    from ..data import samples_dir
+    from sgdfuse_ros.core.paths import samples_dir
 
     out = Path(out)
     pairs_dir = Path(pairs_dir) if pairs_dir is not None else samples_dir()

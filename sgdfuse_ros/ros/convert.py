@@ -3,7 +3,7 @@
 Pure functions: they read and build message objects but need no ROS graph. Every problem with a
 message (unknown encoding, zero or inconsistent sizes, a ``step`` too small for the width, data
 shorter or longer than ``step * height``, NaN in a float image, undecodable compressed data)
-raises :class:`~sgdfuse_ros.fusion.imaging.ImageError` (a ``ValueError``) whose text names the
+raises :class:`~sgdfuse_ros.core.imaging.ImageError` (a ``ValueError``) whose text names the
 field and the numbers, so a throttled log line says what a camera driver got wrong.
 
 Decoding goes through cv_bridge when it is importable (a ROS installation) and through this
@@ -22,7 +22,7 @@ import sys
 import cv2
 import numpy as np
 
-from ..fusion.imaging import ImageError, is_gray_rgb
+from sgdfuse_ros.core.imaging import ImageError, is_gray_rgb
 
 #: encoding -> (dtype, channels)
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {

@@ -35,11 +35,11 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rcl_interfaces.msg import ParameterDescriptor
 
-from ..fusion.imaging import ImageError, parse_homography
-from ..fusion.pipeline import FusionPipeline, PipelineConfig
+from sgdfuse_ros.core.imaging import ImageError, parse_homography
+from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 from . import convert
-from .sync import (DROP_REASONS, SYNC_BACKENDS, SyncedSubscriptions,
-                   message_filters_available)
+from sgdfuse_ros.core.matching import (DROP_REASONS, SYNC_BACKENDS, SyncedSubscriptions,
+                                       message_filters_available)
 
 RELIABILITIES = ('best_effort', 'reliable')
 OUTPUT_ENCODINGS = ('rgb8', 'mono8')
@@ -342,7 +342,7 @@ class LatestSlot:
 
 
 class _MaskFeed:
-    """Runs a :class:`~sgdfuse_ros.fusion.masks.MaskWorker` beside fusion: the fusion thread
+    """Runs a :class:`~sgdfuse_ros.masks.MaskWorker` beside fusion: the fusion thread
     submits each frame pair and takes the worker's latest masks, never waiting for them.
 
     Until the first masks exist (or when the frame size changed), fusion gets empty masks
@@ -350,7 +350,7 @@ class _MaskFeed:
     would stall the fused stream."""
 
     def __init__(self, provider, rate_hz: float, max_age_s: float | None):
-        from ..fusion.masks import MaskWorker
+        from sgdfuse_ros.masks import MaskWorker
 
         self.worker = MaskWorker(provider, rate_hz=rate_hz, max_age_s=max_age_s, start=True)
         self.last = None  # the MaskSnapshot fusion used last

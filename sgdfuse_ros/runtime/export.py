@@ -151,8 +151,8 @@ def onnx_is_current(onnx_path: Path, sidecar: Path, digest: str) -> str | None:
 
 def sample_pair(height: int, width: int, index: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """A bundled sample pair as float32 luma ``(ir, vis)`` resized to ``height x width``."""
-    from ..data import samples_dir
-    from ..fusion import imaging
+    from sgdfuse_ros.core.paths import samples_dir
+    from sgdfuse_ros.core import imaging
 
     pairs = imaging.dataset_pairs(samples_dir())
     if not pairs:
@@ -501,11 +501,11 @@ class Exportable:
 
 
 def _stage1_targets(options: dict) -> list[Exportable]:
-    from ..models.stage1 import Stage1Net, load_stage1, preset
+    from sgdfuse_ros.models.stage1 import Stage1Net, load_stage1, preset
 
     weights = options.get('stage1_weights')
     if weights is None:
-        from ..fusion.networks import STAGE1_WEIGHTS
+        from sgdfuse_ros.fusion.networks import STAGE1_WEIGHTS
         weights = STAGE1_WEIGHTS if STAGE1_WEIGHTS.is_file() else None
     if weights is not None:
         model, _ = load_stage1(weights, map_location='cpu')
@@ -550,9 +550,9 @@ def _mask_targets(options: dict) -> list[Exportable]:
     """The SAM-family mask provider's image encoder and box-prompt decoder."""
     import torch
 
-    from ..fusion.masks import sam
-    from ..fusion.masks.checkpoints import (detect_state_dict, lite_medsam_weights,
-                                            load_state_dict)
+    from sgdfuse_ros.masks import sam
+    from sgdfuse_ros.masks.checkpoints import (detect_state_dict, lite_medsam_weights,
+                                               load_state_dict)
 
     ckpt = options.get('mask_checkpoint')
     kind = options.get('mask_provider') or 'lite_medsam'
@@ -591,7 +591,7 @@ def _mask_targets(options: dict) -> list[Exportable]:
     if hasattr(sam, 'box_decoder_module') and hasattr(sam, '_decoder_spec'):
         # The provider's own decoder graph (a fixed number of box prompts per call) and spec:
         # the files written here are the ones the provider looks for.
-        from ..fusion.masks.base import MaskOptions
+        from sgdfuse_ros.masks.base import MaskOptions
         n = min(options.get('mask_prompts') or MaskOptions().max_prompts, len(boxes))
         decoder = sam.box_decoder_module(parts.prompt, parts.decoder, n)
         dec_spec = sam._decoder_spec(parts, n)
@@ -671,7 +671,7 @@ class StepLoop:
 
 def _refiner_targets(options: dict) -> list[Exportable]:
     """The refiner's K-step sampler and single step (defined with the method)."""
-    from ..fusion.refiner import export_targets
+    from sgdfuse_ros.fusion.refiner import export_targets
 
     return export_targets(options)
 

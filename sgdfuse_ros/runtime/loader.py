@@ -2,8 +2,8 @@
 
 ::
 
-    from sgdfuse_ros.runtime.loader import load_network
-    from sgdfuse_ros.runtime.export import stage1_spec
+    from .loader import load_network
+    from .export import stage1_spec
 
     be = load_network('onnxruntime', module=model, spec=stage1_spec(model),
                       digest=sha256_file(weights), source=str(weights), fallback='onnxruntime')
@@ -152,7 +152,7 @@ def refiner_backend(backend: str, model, diffusion, *, steps: int, t_start: int,
     backend; its ONNX is exported on first use, keyed by the weights file's hash (or the
     module's state when ``weights`` is None). ``export_size``: ``(H, W)`` of the export's
     trace and parity check (the graph takes any multiple of the network's side multiple)."""
-    from ..models.diffusion import Sampler
+    from sgdfuse_ros.models.diffusion import Sampler
     from .engine_cache import sha256_file
     from .export import module_digest
 

@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..fusion import imaging
+from sgdfuse_ros.core import imaging
 
 VARIANT_FILES = {'without SAM': 'no_sam.pt', 'without diffusion': 'no_diffusion.pt',
                  'without HFAH': 'no_hfah.pt'}
@@ -103,10 +103,10 @@ def run_ablation(args, log=print) -> dict[str, Any]:
     """Compute every row; returns ``{'rows': {name: means}, 'pairs': [...], 'notes': [...]}``."""
     import torch
 
-    from ..fusion.masks import build_provider
-    from ..fusion.metrics import HEADLINE, compute_metrics
-    from ..fusion.networks import Stage1Method
-    from ..fusion.refiner import ABLATION_DIR, STUDENT_WEIGHTS, RefinerRunner
+    from sgdfuse_ros.masks import build_provider
+    from sgdfuse_ros.core.metrics import HEADLINE, compute_metrics
+    from sgdfuse_ros.fusion.networks import Stage1Method
+    from sgdfuse_ros.fusion.refiner import ABLATION_DIR, STUDENT_WEIGHTS, RefinerRunner
 
     pairs = _pairs(args)
     if not pairs:
@@ -168,7 +168,7 @@ def run_ablation(args, log=print) -> dict[str, Any]:
 
 def run_ablate_command(args) -> int:
     """``sgdfuse ablate``: print the table (or JSON); 0 on success."""
-    from ..fusion.metrics import format_table
+    from sgdfuse_ros.core.metrics import format_table
 
     try:
         result = run_ablation(args)

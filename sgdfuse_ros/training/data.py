@@ -3,8 +3,8 @@
 A data folder holds ``ir/NAME`` and ``vi/NAME`` (or ``vis/NAME``); a folder without them whose
 sub-folders have that layout (``../shared/data/ivif``) stands for all of its sub-folders. Every
 image is loaded once into memory (the collection is small): infrared as float32 ``[0, 1]``
-(:func:`~sgdfuse_ros.fusion.imaging.to_float`), visible as its luma
-(:func:`~sgdfuse_ros.fusion.imaging.visible_luma`), or both as RGB for 3-channel networks.
+(:func:`~sgdfuse_ros.core.imaging.to_float`), visible as its luma
+(:func:`~sgdfuse_ros.core.imaging.visible_luma`), or both as RGB for 3-channel networks.
 
 The split is deterministic and depends only on the set's folder name and the sorted pair names:
 validation is every ``FMB`` pair and every 5th ``RoadScene`` pair (indices 0, 5, 10, ... in
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fusion import imaging
+from sgdfuse_ros.core import imaging
 
 #: Set name -> which pairs (by index in sorted order) are held out for validation.
 VALIDATION_RULES = {

@@ -44,14 +44,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..fusion import imaging
-from ..fusion.networks import fuse_arrays, planar_luma
-from ..fusion.refiner import refine_arrays
-from ..models.checkpoint import load_fp32_state_dict
-from ..models.diffusion import Diffusion, to_image, to_model
-from ..models.refiner import (PRESETS, RefinerNet, SamplerSettings, build_condition,
-                              config_from_checkpoint, count_params, gflops_per_step,
-                              make_checkpoint, preset, read_checkpoint)
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.fusion.networks import fuse_arrays, planar_luma
+from sgdfuse_ros.fusion.refiner import refine_arrays
+from sgdfuse_ros.models.checkpoint import load_fp32_state_dict
+from sgdfuse_ros.models.diffusion import Diffusion, to_image, to_model
+from sgdfuse_ros.models.refiner import (PRESETS, RefinerNet, SamplerSettings, build_condition,
+                                        config_from_checkpoint, count_params, gflops_per_step,
+                                        make_checkpoint, preset, read_checkpoint)
 from .common import ema_of, pick_device, resume_training, run_steps, save_atomic
 from .data import CropSampler, Pair, expand_data_dirs, load_pair, split_pairs
 from .refiner_config import (RefinerTrainConfig, add_distill_arguments, add_stage2_arguments,
@@ -91,7 +91,7 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
 def stage1_weights_path(cfg: RefinerTrainConfig) -> Path:
     if cfg.stage1:
         return Path(cfg.stage1)
-    from ..fusion.networks import STAGE1_WEIGHTS
+    from sgdfuse_ros.fusion.networks import STAGE1_WEIGHTS
     return STAGE1_WEIGHTS
 
 
@@ -124,7 +124,7 @@ class PairCache:
         if path.is_file():
             return np.load(path).astype(np.float32)
         if self._stage1 is None:
-            from ..models.stage1 import load_stage1
+            from sgdfuse_ros.models.stage1 import load_stage1
             self._stage1, _ = load_stage1(self.stage1_path, map_location='cpu')
         with torch.inference_mode():
             f1 = fuse_arrays(self._stage1, p.ir, p.vis).astype(np.float32)
@@ -137,7 +137,7 @@ class PairCache:
             with np.load(path) as z:
                 return np.stack([z['ir'], z['vis']]).astype(np.float32) / 255.0
         if self._provider is None:
-            from ..fusion.masks import build_provider
+            from sgdfuse_ros.masks import build_provider
             self._provider = build_provider(self.provider_name)
         vis_img = imaging.read_image(paths.vis)
         if vis_img.dtype != np.uint8:
@@ -223,7 +223,7 @@ def validation_rows(pairs: list[RefinerPair], refiners: dict[str, Callable[[Refi
                     baselines: bool = True) -> dict[str, dict[str, float]]:
     """Mean metrics of each ``name -> fn(pair) -> (C, H, W)`` refiner on ``pairs``, plus
     ``stage1`` (F1 itself) and ``laplacian``."""
-    from ..fusion.baselines import fuse_laplacian
+    from sgdfuse_ros.core.baselines import fuse_laplacian
 
     rows = {name: mean_metrics(evaluate(lambda p, fn=fn: planar_luma(fn(p)), pairs))
             for name, fn in refiners.items()}
@@ -236,7 +236,7 @@ def validation_rows(pairs: list[RefinerPair], refiners: dict[str, Callable[[Refi
 
 def relative_gaps(rows: dict[str, dict[str, float]], a: str, b: str) -> dict[str, float]:
     """``(a - b) / |b|`` per headline metric."""
-    from ..fusion.metrics import HEADLINE
+    from sgdfuse_ros.core.metrics import HEADLINE
 
     return {k: (rows[a][k] - rows[b][k]) / max(abs(rows[b][k]), 1e-12) for k in HEADLINE}
 
@@ -326,7 +326,7 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
     teacher = None
     teacher_meta: dict[str, Any] = {}
     if distill:
-        from ..models.refiner import load_refiner
+        from sgdfuse_ros.models.refiner import load_refiner
         teacher, teacher_meta = load_refiner(cfg.teacher, map_location=dev)
         teacher.requires_grad_(False)
         arch = teacher.config
@@ -480,7 +480,7 @@ def _finish(cfg: RefinerTrainConfig, ema: RefinerNet, settings: SamplerSettings,
                 lambda p: refine_pair(teacher, tset, p, use_masks=cfg.use_masks,
                                       diffusion=diffusion)
         rows = validation_rows(val_pairs, refiners)
-        from ..fusion.metrics import format_table
+        from sgdfuse_ros.core.metrics import format_table
         log(f'validation ({len(val_pairs)} pairs, native resolution):')
         log(format_table(rows))
         summary.update(metrics=rows, validation=[f'{p.set}/{p.name}' for p in val_pairs])
@@ -554,7 +554,7 @@ def speed_report(weights: list[str], *, size=(480, 640), repeats: int = 10,
                  steps: list[int] | None = None, threads: int = 2) -> list[dict[str, Any]]:
     """Parameters, GFLOPs per step and median sampler time (PyTorch, ``threads`` threads) of
     refiner checkpoints at ``size``; one row per checkpoint and step count."""
-    from ..models.refiner import load_refiner
+    from sgdfuse_ros.models.refiner import load_refiner
 
     torch.set_num_threads(threads)
     rows = []

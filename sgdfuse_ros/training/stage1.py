@@ -25,11 +25,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..fusion import imaging
-from ..fusion.networks import fuse_arrays, planar_luma
-from ..models.checkpoint import load_fp32_state_dict
-from ..models.stage1 import (PRESETS, Stage1Net, count_params, gflops_per_frame,
-                             make_checkpoint, preset, read_checkpoint)
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.fusion.networks import fuse_arrays, planar_luma
+from sgdfuse_ros.models.checkpoint import load_fp32_state_dict
+from sgdfuse_ros.models.stage1 import (PRESETS, Stage1Net, count_params, gflops_per_frame,
+                                       make_checkpoint, preset, read_checkpoint)
 from .common import ema_of, pick_device, resume_training, run_steps, save_atomic
 from .config import TrainConfig, add_arguments, config_from_args
 from .data import CropSampler, Pair, load_split
@@ -43,7 +43,7 @@ from .losses import FusionLoss
 def evaluate(fuse: Callable[[Pair], np.ndarray], pairs: list[Pair]) -> dict[str, dict]:
     """Metrics per pair (``set/name``) of ``fuse(pair) -> luma float [0, 1] (H, W)``, scored
     as 8-bit gray against the 8-bit sources at the pair's native resolution."""
-    from ..fusion.metrics import compute_metrics
+    from sgdfuse_ros.core.metrics import compute_metrics
 
     out = {}
     for p in pairs:
@@ -59,7 +59,7 @@ def mean_metrics(per_pair: dict[str, dict]) -> dict[str, float]:
 
 def validate(model: Stage1Net, pairs: list[Pair]) -> dict[str, dict[str, float]]:
     """Mean metrics of stage 1 and of the Laplacian baseline on ``pairs``."""
-    from ..fusion.baselines import fuse_laplacian
+    from sgdfuse_ros.core.baselines import fuse_laplacian
 
     model.eval()
     rows = {
@@ -73,7 +73,7 @@ def validate(model: Stage1Net, pairs: list[Pair]) -> dict[str, dict[str, float]]
 
 def _metrics_available() -> bool:
     try:
-        from ..fusion import metrics  # noqa: F401
+        from sgdfuse_ros.core import metrics  # noqa: F401
     except ImportError:
         return False
     return True
@@ -82,7 +82,7 @@ def _metrics_available() -> bool:
 def count_wins(rows: dict[str, dict[str, float]], ours: str = 'stage1',
                theirs: str = 'laplacian') -> tuple[int, list[str]]:
     """How many headline metrics ``ours`` beats ``theirs`` on (higher is better for all)."""
-    from ..fusion.metrics import HEADLINE
+    from sgdfuse_ros.core.metrics import HEADLINE
 
     won = [k for k in HEADLINE if rows[ours][k] > rows[theirs][k]]
     return len(won), won
@@ -182,13 +182,13 @@ def _train(cfg: TrainConfig, resume: bool, stop_at: int | None, command: str,
     }
     ema.eval()
     if cfg.validate and val_pairs and not _metrics_available():
-        log('stage1: warning: sgdfuse_ros.fusion.metrics is not available; no validation')
+        log('stage1: warning: sgdfuse_ros.core.metrics is not available; no validation')
     elif cfg.validate and val_pairs:
         rows = validate(ema, val_pairs)
         wins, won = count_wins(rows)
         summary.update(metrics=rows, wins=wins, won=won,
                        validation=[f'{p.set}/{p.name}' for p in val_pairs])
-        from ..fusion.metrics import format_table
+        from sgdfuse_ros.core.metrics import format_table
         log(f'validation ({len(val_pairs)} pairs, native resolution):')
         log(format_table(rows))
         log(f'stage1 beats laplacian on {wins} of 8: {", ".join(won)}')

@@ -34,7 +34,7 @@ import time
 import cv2
 import numpy as np
 
-from ..imaging import to_float
+from sgdfuse_ros.core.imaging import to_float
 from .base import MaskOptions, MaskResult, ProviderInfo, check_frames, register_provider
 
 WORK_SIDE = 256

@@ -70,7 +70,7 @@ def _method_options(args) -> dict:
 
 
 def _build_pipeline(args):
-    from .fusion.pipeline import FusionPipeline, PipelineConfig
+    from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 
     mask_options = {}
     if getattr(args, 'mask_checkpoint', None):
@@ -84,8 +84,8 @@ def _build_pipeline(args):
 
 
 def cmd_fuse(args) -> int:
-    from .fusion import imaging
-    from .fusion.methods import available_methods, method_names
+    from sgdfuse_ros.core import imaging
+    from sgdfuse_ros.fusion.methods import available_methods, method_names
 
     if args.list_methods:
         avail = set(available_methods())
@@ -95,7 +95,7 @@ def cmd_fuse(args) -> int:
     if args.ir.is_dir() != args.vis.is_dir():
         _err('--ir and --vis must both be files or both be folders')
         return 2
-    from .runtime.backends import BackendError  # a backend that cannot load here
+    from sgdfuse_ros.runtime.backends import BackendError  # a backend that cannot load here
     try:
         pipeline = _build_pipeline(args)
     except (ValueError, FileNotFoundError, ImportError, BackendError) as exc:
@@ -156,8 +156,8 @@ def _add_eval(sub) -> None:
 def evaluate_folders(ir_dir: Path, vis_dir: Path, fused_dir: Path
                      ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """Metrics per image name for fused images scored against their sources."""
-    from .fusion import imaging
-    from .fusion.metrics import compute_metrics
+    from sgdfuse_ros.core import imaging
+    from sgdfuse_ros.core.metrics import compute_metrics
 
     pairs, problems = imaging.match_pairs(ir_dir, vis_dir)
     fused = imaging.list_images(fused_dir)
@@ -187,7 +187,7 @@ def mean_metrics(per_image: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def cmd_eval(args) -> int:
-    from .fusion.metrics import format_table
+    from sgdfuse_ros.core.metrics import format_table
 
     try:
         per_image, problems = evaluate_folders(args.ir, args.vis, args.fused)
@@ -228,21 +228,21 @@ def _add_demo(sub) -> None:
                    help='methods to compare (--offline)')
     p.add_argument('--offline', action='store_true',
                    help='no ROS: fuse the sample pairs with each method, print the metrics')
-    from .ros.demo import add_arguments
+    from .demo import add_arguments
     add_arguments(p)
 
 
 def cmd_demo(args) -> int:
     if args.offline:
         return _demo_offline(args)
-    from .ros.demo import run_demo_command
+    from .demo import run_demo_command
     return run_demo_command(args)
 
 
 def _demo_offline(args) -> int:
-    from .data import samples_dir
-    from .fusion.methods import resolve_method_name
-    from .fusion.metrics import format_table
+    from sgdfuse_ros.core.paths import samples_dir
+    from sgdfuse_ros.fusion.methods import resolve_method_name
+    from sgdfuse_ros.core.metrics import format_table
 
     root = samples_dir()
     rows = {}
@@ -278,10 +278,10 @@ def _add_train(sub) -> None:
                          description='Train stage 1 on folders of pairs (ir/ + vi/). The '
                          'validation pairs (every FMB pair, every 5th RoadScene pair) are held '
                          'out and scored at the end against the Laplacian baseline.')
-    from .training.config import add_arguments
+    from sgdfuse_ros.training.config import add_arguments
     add_arguments(s1)
     # The refiner (issue 5): teacher and distilled student.
-    from .training.refiner_config import add_distill_arguments, add_stage2_arguments
+    from sgdfuse_ros.training.refiner_config import add_distill_arguments, add_stage2_arguments
     s2 = tsub.add_parser('stage2', help='the diffusion refiner (many-step teacher)',
                          description='Train the mask-guided diffusion refiner (the teacher) on '
                          'F1 of the given stage-1 weights and cached masks; the validation '
@@ -295,13 +295,13 @@ def _add_train(sub) -> None:
 
 def cmd_train(args) -> int:
     if args.train_command == 'stage1':
-        from .training.stage1 import run_train_stage1
+        from sgdfuse_ros.training.stage1 import run_train_stage1
         return run_train_stage1(args)
     if args.train_command == 'stage2':
-        from .training.refiner import run_train_stage2
+        from sgdfuse_ros.training.refiner import run_train_stage2
         return run_train_stage2(args)
     if args.train_command == 'distill':
-        from .training.refiner import run_train_distill
+        from sgdfuse_ros.training.refiner import run_train_distill
         return run_train_distill(args)
     _err(f'unknown network {args.train_command!r}')
     return 2
@@ -316,12 +316,12 @@ def _add_ablate(sub) -> None:
                        description='Score the full method, its ablations (without SAM, single '
                        'stage, without diffusion, without HFAH) and the full method with '
                        'eroded / dilated masks on folders of pairs.')
-    from .training.ablation import add_arguments
+    from sgdfuse_ros.training.ablation import add_arguments
     add_arguments(p)
 
 
 def cmd_ablate(args) -> int:
-    from .training.ablation import run_ablate_command
+    from sgdfuse_ros.training.ablation import run_ablate_command
     return run_ablate_command(args)
 
 
@@ -335,12 +335,12 @@ def _add_export(sub) -> None:
                        'networks to ONNX (opset 17, dynamic height/width), check each against '
                        'PyTorch on a real sample pair and write a JSON sidecar with the source '
                        "weights' SHA-256.")
-    from .runtime.export import add_arguments
+    from sgdfuse_ros.runtime.export import add_arguments
     add_arguments(p)
 
 
 def cmd_export(args) -> int:
-    from .runtime.export import run_export
+    from sgdfuse_ros.runtime.export import run_export
     return run_export(args)
 
 
@@ -349,12 +349,12 @@ def _add_bench(sub) -> None:
                        description='Per-stage median and p95 latency (thermal preprocessing, '
                        'stage 1, masks, refiner, colour merge), end-to-end fps and peak memory '
                        'on the bundled sample pairs.')
-    from .runtime.bench import add_arguments
+    from .bench import add_arguments
     add_arguments(p)
 
 
 def cmd_bench(args) -> int:
-    from .runtime.bench import run_bench_command
+    from .bench import run_bench_command
     return run_bench_command(args)
 
 
@@ -366,17 +366,17 @@ def _add_bag(sub) -> None:
     p = sub.add_parser('bag', help='rosbag2 tools: fuse a bag, play, record, make a sample bag',
                        description='Offline fusion of rosbag2 bags (mcap, sqlite3) and, with '
                        'rclpy, playing and recording bags without the ros2 command.')
-    from .ros.bag_cli import add_arguments
+    from .bag import add_arguments
     add_arguments(p)
 
 
 def cmd_bag(args) -> int:
-    from .ros.bag_cli import run
+    from .bag import run
     return run(args)
 
 
 # ----------------------------------------------------------------------------------------------
-# masks (semantic mask providers: sgdfuse_ros.fusion.masks)
+# masks (semantic mask providers: sgdfuse_ros.masks)
 # ----------------------------------------------------------------------------------------------
 
 def _add_masks(sub) -> None:
@@ -385,12 +385,12 @@ def _add_masks(sub) -> None:
                        'or of every pair of two folders (matched by file name), and write '
                        'NAME_ir_mask.png, NAME_vis_mask.png (8-bit, input size) and '
                        'NAME_overlay.png into --out.')
-    from .fusion.masks.tool import add_arguments
+    from .masks import add_arguments
     add_arguments(p)
 
 
 def cmd_masks(args) -> int:
-    from .fusion.masks.tool import run_masks_command
+    from .masks import run_masks_command
     return run_masks_command(args)
 
 
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from . import __version__
+        from sgdfuse_ros import __version__
         print(__version__)
         return 0
     if not args.command:

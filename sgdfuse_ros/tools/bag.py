@@ -1,6 +1,6 @@
 """Arguments and runners of ``sgdfuse bag ...`` (fuse, play, record, make-sample, info).
 
-Kept apart from :mod:`sgdfuse_ros.cli` so the main command stays thin; importing this module
+Kept apart from :mod:`sgdfuse_ros.tools.cli` so the main command stays thin; importing this module
 needs neither rosbags nor rclpy (they load when a subcommand runs).
 
 Exit status: 0 success; 1 the output was written but something needs attention (pairs that
@@ -120,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     handlers = {'fuse': _fuse, 'play': _play, 'record': _record, 'make-sample': _make_sample,
                 'info': _info}
-    from .bags import BagError
+    from sgdfuse_ros.ros.bags import BagError
 
     try:
         return handlers[args.bag_command](args)
@@ -134,8 +134,8 @@ def run(args) -> int:
 
 def _fuse_settings(args):
     """Topics, sync and pipeline configuration from --params and the options."""
-    from ..fusion.pipeline import PipelineConfig
-    from . import bags
+    from sgdfuse_ros.fusion.pipeline import PipelineConfig
+    from sgdfuse_ros.ros import bags
 
     if args.params:
         try:
@@ -157,7 +157,7 @@ def _fuse_settings(args):
         if params.get('homography') is None:
             params.pop('homography', None)
         try:
-            from .node import ParameterError, validate_settings
+            from sgdfuse_ros.ros.node import ParameterError, validate_settings
         except ImportError as exc:
             raise bags.BagError(f'--params needs rclpy (the ros extra): {exc}') from exc
         try:
@@ -185,8 +185,8 @@ def _fuse_settings(args):
 
 
 def _fuse(args) -> int:
-    from ..fusion.pipeline import FusionPipeline
-    from . import bags
+    from sgdfuse_ros.fusion.pipeline import FusionPipeline
+    from sgdfuse_ros.ros import bags
 
     thermal, rgb, fused, slop, queue, cfg, encoding = _fuse_settings(args)
     try:
@@ -223,7 +223,7 @@ def _fuse(args) -> int:
 
 
 def _play(args) -> int:
-    from . import bags
+    from sgdfuse_ros.ros import bags
 
     try:
         stats = bags.play_bag(args.input, rate=args.rate, loop=args.loop, clock=args.clock,
@@ -239,7 +239,7 @@ def _play(args) -> int:
 
 
 def _record(args) -> int:
-    from . import bags
+    from sgdfuse_ros.ros import bags
 
     if args.max_messages is not None and args.max_messages < 1:
         _err('--max-messages must be >= 1')
@@ -259,7 +259,7 @@ def _record(args) -> int:
 
 
 def _make_sample(args) -> int:
-    from . import bags
+    from sgdfuse_ros.ros import bags
 
     try:
         info = bags.make_sample_bag(
@@ -276,7 +276,7 @@ def _make_sample(args) -> int:
 
 
 def _info(args) -> int:
-    from . import bags
+    from sgdfuse_ros.ros import bags
 
     info = bags.bag_info(args.input)
     print(f'{info["path"]}: {info["storage"]}, {info["message_count"]} message(s), '

@@ -467,7 +467,7 @@ class SamFamilyProvider:
         inherit that thread's lower priority."""
         if self._encoder_backend is not None:
             return
-        from ...runtime.loader import load_network
+        from sgdfuse_ros.runtime.loader import load_network
 
         p = self.parts
         digest = self._digest
@@ -671,7 +671,7 @@ def _encoder_spec(parts: SamParts):
     """How the image encoder exports: ``image`` (``1 x 3 x S x S``) -> ``embedding``."""
     import torch
 
-    from ...runtime.export import ExportSpec
+    from sgdfuse_ros.runtime.export import ExportSpec
 
     size = parts.input_size
 
@@ -688,7 +688,7 @@ def _decoder_spec(parts: SamParts, boxes: int):
     """How the box decoder exports (fixed shapes: ``boxes`` prompts per call)."""
     import torch
 
-    from ...runtime.export import ExportSpec
+    from sgdfuse_ros.runtime.export import ExportSpec
 
     size, g = parts.input_size, parts.grid
 

@@ -1,6 +1,6 @@
 """Benchmark of the mask providers: speed at 640x480, streaming cost, and what the masks mean.
 
-``python -m sgdfuse_ros.fusion.mask_bench [--settings S ...] [--dense S ...] [--streaming SECONDS]
+``python -m sgdfuse_ros.tools.mask_bench [--settings S ...] [--dense S ...] [--streaming SECONDS]
 [--overlays DIR] [--json FILE]``
 
 A *setting* is ``provider[:input_size][@backend]``, e.g. ``saliency``, ``lite_medsam:160``,
@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from . import imaging
+from sgdfuse_ros.core import imaging
 
 DEFAULT_SETTINGS = ('saliency', 'lite_medsam:128', 'lite_medsam:160', 'lite_medsam:256')
 BENCH_SIZE = (640, 480)
@@ -88,7 +88,7 @@ def real_pairs(root: Path) -> list[imaging.PairPaths]:
 
 
 def load_pair(pair: imaging.PairPaths, size: tuple[int, int] | None = None):
-    from .masks.tool import read_pair
+    from .masks import read_pair
 
     ir, vis = read_pair(pair.ir, pair.vis)
     if size is not None:
@@ -99,8 +99,8 @@ def load_pair(pair: imaging.PairPaths, size: tuple[int, int] | None = None):
 
 def _checkpoint_for(setting: Setting, ckpt_dir: Path | None, tmp: Path) -> tuple[str | None, bool]:
     """``(checkpoint, real)``: the official file when present, else a random-weight one."""
-    from .masks.checkpoints import OFFICIAL
-    from .masks.sam import write_random_checkpoint
+    from sgdfuse_ros.masks.checkpoints import OFFICIAL
+    from sgdfuse_ros.masks.sam import write_random_checkpoint
 
     if setting.provider not in ('mobile_sam', 'sam'):
         return None, True
@@ -116,8 +116,8 @@ def _checkpoint_for(setting: Setting, ckpt_dir: Path | None, tmp: Path) -> tuple
 
 
 def build(setting: Setting, ckpt: str | None, common: dict, **extra):
-    from .masks import PROVIDERS, build_provider
-    from .masks.base import SAM_ONLY_OPTIONS
+    from sgdfuse_ros.masks import PROVIDERS, build_provider
+    from sgdfuse_ros.masks.base import SAM_ONLY_OPTIONS
 
     sam_family = PROVIDERS[setting.provider].sam_family
     opts = {k: v for k, v in common.items() if sam_family or k not in SAM_ONLY_OPTIONS}
@@ -175,8 +175,8 @@ def streaming(provider, frames, *, seconds: float, fps: float, rate: float,
     of each, ``seconds`` in all) so that a change of the machine's load reaches both alike:
     in a "beside" block every fused pair is submitted to the worker; in an "alone" block
     nothing is, and timing starts once the refresh in progress has finished."""
-    from .masks import MaskWorker
-    from .pipeline import FusionPipeline, PipelineConfig
+    from sgdfuse_ros.masks import MaskWorker
+    from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 
     pipe = FusionPipeline(PipelineConfig(method=method, thermal_smoothing=0.0))
     thermal = [imaging.to_uint8(ir) for ir, _ in frames]
@@ -248,7 +248,7 @@ def write_overlays(out_dir: Path, pairs, built: list, width: int = 640) -> list[
     """One PNG per pair: a row per provider (thermal + mask | visible + mask), labelled."""
     import cv2
 
-    from .masks.tool import overlay
+    from .masks import overlay
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -275,7 +275,7 @@ def _fmt(v, nd=0):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog='python -m sgdfuse_ros.fusion.mask_bench',
+    p = argparse.ArgumentParser(prog='python -m sgdfuse_ros.tools.mask_bench',
                                 description=__doc__.split('\n\n')[0])
     p.add_argument('--data', type=Path, default=default_data_dir(), help='real pairs root')
     p.add_argument('--settings', nargs='+', default=list(DEFAULT_SETTINGS),
@@ -345,7 +345,7 @@ def main(argv=None) -> int:
                 rate = args.rate or min(2.0, 1e3 / max(t['total'] * 1.2, 1.0))
                 # A fresh provider (and runtime sessions), prepared by the worker in its own
                 # thread as in the node, so the runtimes' threads get the worker's priority.
-                from ..runtime.backends import clear_session_cache
+                from sgdfuse_ros.runtime.backends import clear_session_cache
 
                 clear_session_cache()
                 res['streaming'] = streaming(build(s, ckpt, common), timing_frames,

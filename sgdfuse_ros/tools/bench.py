@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from .backends import BACKEND_NAMES, available_cores, default_backend
-from .export import parse_size
+from sgdfuse_ros.runtime.backends import BACKEND_NAMES, available_cores, default_backend
+from sgdfuse_ros.runtime.export import parse_size
 
 #: Pipeline timing keys reported as stages (the pipeline's names -> the bench's).
 STAGES = (('thermal', 'thermal'), ('color', 'color'), ('stage1', 'stage1'), ('masks', 'masks'),
@@ -104,8 +104,8 @@ def bench_frames(size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, st
     """The sample pairs at ``size`` (W, H): ``(mono16 thermal, uint8 RGB visible, name)``."""
     import cv2
 
-    from ..data import samples_dir
-    from ..fusion import imaging
+    from sgdfuse_ros.core.paths import samples_dir
+    from sgdfuse_ros.core import imaging
 
     frames = []
     for pair in imaging.dataset_pairs(samples_dir()):
@@ -120,7 +120,7 @@ def bench_frames(size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, st
 
 
 def _resolve_method(name: str) -> str:
-    from ..fusion.methods import available_methods
+    from sgdfuse_ros.fusion.methods import available_methods
 
     if name != 'auto':
         return name
@@ -130,7 +130,7 @@ def _resolve_method(name: str) -> str:
 def _random_weights(tmp: str) -> Path:
     import torch
 
-    from ..models.stage1 import Stage1Net, make_checkpoint, preset
+    from sgdfuse_ros.models.stage1 import Stage1Net, make_checkpoint, preset
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -144,7 +144,7 @@ def _random_weights(tmp: str) -> Path:
 def _random_refiner(tmp: str) -> Path:
     import torch
 
-    from ..models.refiner import RefinerNet, SamplerSettings, make_checkpoint, preset
+    from sgdfuse_ros.models.refiner import RefinerNet, SamplerSettings, make_checkpoint, preset
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -189,8 +189,8 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
     PyTorch; ``refiner_backend`` (default: ``backend``) runs the same K-step sampler through
     :func:`.loader.refiner_backend` instead, as one graph.
     """
-    from ..fusion.networks import STAGE1_WEIGHTS
-    from ..fusion.pipeline import FusionPipeline, PipelineConfig
+    from sgdfuse_ros.fusion.networks import STAGE1_WEIGHTS
+    from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 
     if frames < 1:
         raise ValueError(f'frames must be >= 1, got {frames}')
@@ -211,7 +211,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         if weights_path is not None:  # else the method's shipped weights
             opts['stage1_weights' if method == 'sgdfuse' else 'weights'] = str(weights_path)
         if method == 'sgdfuse':
-            from ..fusion.refiner import STUDENT_WEIGHTS
+            from sgdfuse_ros.fusion.refiner import STUDENT_WEIGHTS
             if refiner_weights:
                 opts['weights'] = str(refiner_weights)
             elif not STUDENT_WEIGHTS.is_file():
@@ -245,7 +245,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         if mask_worker in ('auto', None, 'none'):
             provider = pipe.mask_provider
         else:
-            from ..fusion.masks import build_provider
+            from sgdfuse_ros.masks import build_provider
             provider = build_provider(mask_worker, **dict(mask_options or {}))
         if provider is not None:
             worker_name = getattr(provider, 'name', str(mask_worker))
@@ -253,7 +253,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         mask_ms: list[float] = []
         cached: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if provider is not None:  # the provider timed alone; masks of every pair kept
-            from ..fusion import imaging
+            from sgdfuse_ros.core import imaging
             count = max(mask_frames + 1, 2 if concurrent else len(pairs) + 1)
             for i in range(count):  # the first one warms up
                 thermal, vis, name = pairs[i % len(pairs)]
@@ -265,8 +265,8 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
 
         worker_ms: list[float] = []
         if provider is not None and concurrent:
-            from ..fusion.masks import MaskWorker, build_provider
-            from .backends import clear_session_cache
+            from sgdfuse_ros.masks import MaskWorker, build_provider
+            from sgdfuse_ros.runtime.backends import clear_session_cache
 
             # A fresh provider whose runtimes the worker prepares in its own thread (as in the
             # node), so their thread pools get the worker's idle priority.
@@ -446,10 +446,10 @@ def run_variants(*, size: tuple[int, int], frames: int = 30, weights=None,
     the max abs difference from PyTorch on the sample pairs."""
     import torch
 
-    from ..fusion.networks import STAGE1_WEIGHTS
-    from ..models.stage1 import load_stage1
-    from . import backends as be_mod
-    from .export import ExportSpec, export_module, module_digest, stage1_spec
+    from sgdfuse_ros.fusion.networks import STAGE1_WEIGHTS
+    from sgdfuse_ros.models.stage1 import load_stage1
+    from sgdfuse_ros.runtime import backends as be_mod
+    from sgdfuse_ros.runtime.export import ExportSpec, export_module, module_digest, stage1_spec
 
     threads = threads or available_cores()
     torch.set_num_threads(threads)
@@ -471,7 +471,7 @@ def run_variants(*, size: tuple[int, int], frames: int = 30, weights=None,
         raw = export_module(model, raw_spec, Path(tmp) / 'raw', digest=digest, source='bench')
         pairs = []
         for i, (thermal, vis, _) in enumerate(bench_frames((w, h))):
-            from ..fusion import imaging
+            from sgdfuse_ros.core import imaging
             ir = imaging.ThermalGain(smoothing=0.0)(thermal)
             pairs.append({'ir': ir[None, None], 'vis': imaging.visible_luma(vis)[None, None]})
         ref_be = be_mod.TorchBackend(model, ['ir', 'vis'], ['f1'])

@@ -75,7 +75,7 @@ class DemoConfig:
 
 
 def run_demo_command(args) -> int:
-    from .bags import parse_size
+    from sgdfuse_ros.ros.bags import parse_size
 
     try:
         cfg = DemoConfig(out=args.out, method=args.method, rate_hz=args.rate, hold=args.hold,
@@ -196,7 +196,7 @@ def run_demo(cfg: DemoConfig) -> int:
         print('sgdfuse demo: error: the live demo needs rclpy (pip install "sgdfuse_ros[ros]"); '
               '`sgdfuse demo --offline` runs without ROS', file=sys.stderr)
         return 2
-    from . import bags
+    from sgdfuse_ros.ros import bags
 
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
@@ -259,7 +259,7 @@ def _run_graph(cfg: DemoConfig, sample, node_proc: _NodeProcess, live: _Live, ou
     from rclpy.executors import SingleThreadedExecutor
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from . import bags
+    from sgdfuse_ros.ros import bags
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -411,7 +411,8 @@ def _pick_frames(sample, live: _Live) -> list[tuple[int, int, int]]:
 
 def _load_frames(sample, out: Path, frames) -> list[dict]:
     """Thermal, RGB, masks and fused images of the chosen frames (from the two bags)."""
-    from . import bags, convert
+    from sgdfuse_ros.ros import bags
+    from sgdfuse_ros.ros import convert
 
     want = {rgb: {'scene': scene, 'thermal_stamp': th} for scene, rgb, th in frames}
     by_thermal = {v['thermal_stamp']: k for k, v in want.items()}
@@ -432,7 +433,7 @@ def _load_frames(sample, out: Path, frames) -> list[dict]:
 
 
 def _registered_ir8(sample, thermal: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from ..fusion import imaging
+    from sgdfuse_ros.core import imaging
 
     hom = sample.homography
     reg = imaging.warp_thermal(thermal, hom, size) if hom is not None else thermal
@@ -441,12 +442,12 @@ def _registered_ir8(sample, thermal: np.ndarray, size: tuple[int, int]) -> np.nd
 
 def _metric_table(sample, loaded: list[dict], method: str) -> str | None:
     try:
-        from ..fusion.metrics import compute_metrics, format_table
+        from sgdfuse_ros.core.metrics import compute_metrics, format_table
     except ImportError:
-        _say('\n(metric table skipped: sgdfuse_ros.fusion.metrics is not available here)')
+        _say('\n(metric table skipped: sgdfuse_ros.core.metrics is not available here)')
         return None
-    from ..fusion import imaging
-    from ..fusion.pipeline import FusionPipeline, PipelineConfig
+    from sgdfuse_ros.core import imaging
+    from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 
     if not loaded:
         return None
@@ -475,7 +476,7 @@ def _metric_table(sample, loaded: list[dict], method: str) -> str | None:
 def _tile(img: np.ndarray, size: tuple[int, int], label: str) -> np.ndarray:
     import cv2
 
-    from ..fusion import imaging
+    from sgdfuse_ros.core import imaging
 
     if img.dtype != np.uint8:
         img = imaging.to_uint8(imaging.ThermalGain(smoothing=0.0)(img))
@@ -491,7 +492,7 @@ def _tile(img: np.ndarray, size: tuple[int, int], label: str) -> np.ndarray:
 def _contact_sheet(sample, loaded: list[dict], out: Path, method: str) -> Path:
     """One row per scene: thermal (as sent), RGB, IR mask, RGB mask (when the node published
     masks), fused."""
-    from ..fusion import imaging
+    from sgdfuse_ros.core import imaging
 
     tw = 320
     th = round(tw * sample.visible_size[1] / sample.visible_size[0])

@@ -42,7 +42,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..imaging import ImageError, to_float
+from sgdfuse_ros.core.imaging import ImageError, to_float
 
 LOG = logging.getLogger('sgdfuse_ros.masks')
 

@@ -1,8 +1,8 @@
 """Benchmark of sgdfuse_node's own cost: real pairs in at a fixed rate, fused frames out.
 
-    python -m sgdfuse_ros.ros.node_bench [--rate 15] [--duration 20] [--size 640x480]
+    python -m sgdfuse_ros.tools.node_bench [--rate 15] [--duration 20] [--size 640x480]
                                          [--method auto] [--thermal mono16] [--json FILE]
-    python -m sgdfuse_ros.ros.node_bench --transport-check --size 1920x1080 --duration 3
+    python -m sgdfuse_ros.tools.node_bench --transport-check --size 1920x1080 --duration 3
 
 Starts the node in this process (its own executor thread), plus a driver node in a second
 executor thread that publishes thermal + RGB pairs built from real image pairs (the bundled
@@ -69,7 +69,7 @@ def _cpu_name() -> str:
 
 
 def _load_pairs(data: Path | None, size: tuple[int, int], limit: int = 8):
-    from ..fusion.imaging import dataset_pairs, read_image, resize
+    from sgdfuse_ros.core.imaging import dataset_pairs, read_image, resize
 
     root = data or Path(__file__).resolve().parents[1] / 'data' / 'samples'
     pairs = dataset_pairs(root)[:limit]
@@ -94,8 +94,8 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
 
-    from . import convert
-    from .node import SgdfuseNode, _qos
+    from sgdfuse_ros.ros import convert
+    from sgdfuse_ros.ros.node import SgdfuseNode, _qos
 
     pairs = _load_pairs(data, size)
     msgs = []
@@ -195,7 +195,7 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
 
 
 def _resolved(method: str) -> str:
-    from ..fusion.methods import resolve_method_name
+    from sgdfuse_ros.fusion.methods import resolve_method_name
 
     try:
         return resolve_method_name(method)
@@ -242,11 +242,11 @@ def transport_check(*, size: tuple[int, int], rate: float, duration: float) -> d
     import rclpy
     from sensor_msgs.msg import Image
 
-    from .node import _qos
+    from sgdfuse_ros.ros.node import _qos
 
     topic = f'/sgdfuse_transport_check_{random.randrange(1 << 20)}'
     receiver = subprocess.Popen(
-        [sys.executable, '-m', 'sgdfuse_ros.ros.node_bench', '--receive', topic,
+        [sys.executable, '-m', 'sgdfuse_ros.tools.node_bench', '--receive', topic,
          '--duration', str(duration + 5.0)], stdout=subprocess.PIPE, text=True)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
@@ -280,7 +280,7 @@ def _receive(topic: str, duration: float) -> int:
     import rclpy
     from sensor_msgs.msg import Image
 
-    from .node import _qos
+    from sgdfuse_ros.ros.node import _qos
 
     rclpy.init()
     node = rclpy.create_node('sgdfuse_transport_receiver')
@@ -302,7 +302,7 @@ def _receive(topic: str, duration: float) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog='python -m sgdfuse_ros.ros.node_bench',
+    ap = argparse.ArgumentParser(prog='python -m sgdfuse_ros.tools.node_bench',
                                  description=__doc__.split('\n\n')[0])
     ap.add_argument('--rate', type=float, default=15.0, help='pairs per second (default 15)')
     ap.add_argument('--duration', type=float, default=20.0, help='measured seconds')

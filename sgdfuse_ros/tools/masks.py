@@ -16,8 +16,8 @@ import sys
 import cv2
 import numpy as np
 
-from .. import imaging
-from .base import MaskResult, build_provider, provider_names
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.masks.base import MaskResult, build_provider, provider_names
 
 IR_COLOUR = (255, 60, 40)
 VIS_COLOUR = (40, 230, 60)
