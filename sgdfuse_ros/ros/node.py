@@ -36,6 +36,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rcl_interfaces.msg import ParameterDescriptor
 
 from sgdfuse_ros.core.imaging import ImageError, parse_homography
+from sgdfuse_ros.core.slots import LatestSlot
 from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 from . import convert
 from sgdfuse_ros.core.matching import (DROP_REASONS, SYNC_BACKENDS, SyncedSubscriptions,
@@ -301,45 +302,6 @@ _KIND_TEXT = {'str': 'a string', 'bool': 'true or false', 'int': 'an integer',
 # --------------------------------------------------------------------------------------------
 # Threads
 # --------------------------------------------------------------------------------------------
-
-class LatestSlot:
-    """A drop-oldest queue of size one: :meth:`put` replaces an item not yet taken.
-
-    ``replaced`` counts the items that were overwritten before a consumer took them.
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._full = False
-        self._closed = False
-        self.replaced = 0
-
-    def put(self, item: Any) -> bool:
-        """Store ``item``; returns True when it replaced one that was never taken."""
-        with self._cond:
-            replaced = self._full
-            if replaced:
-                self.replaced += 1
-            self._item, self._full = item, True
-            self._cond.notify()
-            return replaced
-
-    def get(self, timeout: float | None = None) -> Any:
-        """The newest item, waiting up to ``timeout`` s; None on timeout or when closed."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._full or self._closed, timeout)
-            if not self._full:
-                return None
-            item, self._item, self._full = self._item, None, False
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._item, self._full = None, False
-            self._cond.notify_all()
-
 
 class _MaskFeed:
     """Runs a :class:`~sgdfuse_ros.masks.MaskWorker` beside fusion: the fusion thread

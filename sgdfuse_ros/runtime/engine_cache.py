@@ -27,24 +27,14 @@ import tempfile
 import time
 from typing import Callable, Iterator
 
+from sgdfuse_ros.core.hashing import sha256_file
+
 PRECISIONS = ('fp16', 'fp32')
 SIDECAR_FORMAT = 'sgdfuse-trt-engine'
 SIDECAR_VERSION = 1
 
 #: Shapes of one input in an optimization profile: ``(min, opt, max)``, each a full shape.
 ProfileShapes = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def _safe(text: str) -> str:

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core.hashing import sha256_file
 from sgdfuse_ros.fusion.networks import fuse_arrays, planar_luma
 from sgdfuse_ros.fusion.refiner import refine_arrays
 from sgdfuse_ros.models.checkpoint import load_fp32_state_dict
@@ -57,7 +58,7 @@ from .data import CropSampler, Pair, expand_data_dirs, load_pair, split_pairs
 from .refiner_config import (RefinerTrainConfig, add_distill_arguments, add_stage2_arguments,
                              config_from_args)
 from .refiner_losses import RefinerLoss
-from .stage1 import count_wins, evaluate, mean_metrics, sha256
+from .stage1 import count_wins, evaluate, mean_metrics
 
 LogFn = Callable[[str], None]
 
@@ -106,7 +107,7 @@ class PairCache:
         if not self.stage1_path.is_file():
             raise FileNotFoundError(f'{self.stage1_path}: no stage-1 weights (train stage 1 '
                                     'first or pass --stage1)')
-        self.stage1_sha = sha256(self.stage1_path)
+        self.stage1_sha = sha256_file(self.stage1_path)
         self.provider_name = provider
         self.channels = channels
         self.log = log
@@ -364,7 +365,7 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
     if distill:
         teacher_targets(teacher, SamplerSettings(**{k: v for k, v in
                                                     teacher_meta['sampler'].items()}),
-                        train_pairs, cfg.cache_dir, sha256(cfg.teacher), cfg.use_masks, log)
+                        train_pairs, cfg.cache_dir, sha256_file(cfg.teacher), cfg.use_masks, log)
     sampler = crop_sampler(train_pairs, cfg.crop, cfg.seed, with_target=distill)
     tag = 'distill' if distill else f'stage2 ({cfg.variant})'
     log(f'{tag}: preset {cfg.preset}: {count_params(model)} parameters, '
@@ -503,10 +504,10 @@ def _finish(cfg: RefinerTrainConfig, ema: RefinerNet, settings: SamplerSettings,
     extra = {'train': asdict(cfg), 'step': cfg.steps, 'metrics': summary.get('metrics'),
              'use_masks': cfg.use_masks, 'diffusion': diffusion.describe()}
     if cfg.mode == 'distill':
-        extra['teacher_sha256'] = sha256(cfg.teacher)
+        extra['teacher_sha256'] = sha256_file(cfg.teacher)
     save_atomic(make_checkpoint(ema, half=cfg.half, role=_role(cfg), sampler=settings, **extra),
                 out)
-    summary['sha256'] = sha256(out)
+    summary['sha256'] = sha256_file(out)
     sidecar = {'file': out.name, 'sha256': summary['sha256'], 'command': command,
                'role': _role(cfg), 'config': asdict(ema.config), 'train': asdict(cfg),
                **{k: v for k, v in summary.items() if k != 'sha256'}}

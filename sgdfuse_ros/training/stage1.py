@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-import hashlib
 import json
-import os
 from pathlib import Path
 import shlex
 import sys
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 
 from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core.hashing import sha256_file
 from sgdfuse_ros.fusion.networks import fuse_arrays, planar_luma
 from sgdfuse_ros.models.checkpoint import load_fp32_state_dict
 from sgdfuse_ros.models.stage1 import (PRESETS, Stage1Net, count_params, gflops_per_frame,
@@ -91,13 +90,6 @@ def count_wins(rows: dict[str, dict[str, float]], ours: str = 'stage1',
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_at: int | None = None,
@@ -195,7 +187,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_at: int | None, command: str,
     out = Path(cfg.out)
     save_atomic(make_checkpoint(ema, half=cfg.half, train=asdict(cfg), step=step,
                                 metrics=summary.get('metrics')), out)
-    summary['sha256'] = sha256(out)
+    summary['sha256'] = sha256_file(out)
     sidecar = {'file': out.name, 'sha256': summary['sha256'], 'command': command,
                'preset': cfg.preset, 'config': asdict(arch), 'train': asdict(cfg),
                **{k: v for k, v in summary.items() if k != 'sha256'}}
