@@ -1,4 +1,9 @@
-"""Shared fixtures: the real IR/visible pairs beside the checkout (``../shared/data/ivif``)."""
+"""Shared fixtures: real registered IR/visible pairs, from the full collection when it is there.
+
+Where the pairs come from, in order: ``SGDFUSE_DATA`` when set; else the full collection beside
+the checkout (``../shared/data/ivif``, as in CI); else the few pairs shipped in ``test/data/ivif``
+(see its README), so that the suite runs on a fresh clone. Every test runs on either.
+"""
 
 import os
 from pathlib import Path
@@ -6,18 +11,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: The full collection, when it sits beside the checkout.
+FULL_DATA = REPO.parent / 'shared' / 'data' / 'ivif'
+#: The pairs shipped with the tests.
+SHIPPED_DATA = REPO / 'test' / 'data' / 'ivif'
 
 
 def ivif_root() -> Path:
-    """The registered pair collection; ``SGDFUSE_DATA`` overrides the default location."""
-    return Path(os.environ.get('SGDFUSE_DATA', REPO.parent / 'shared' / 'data' / 'ivif'))
+    """The registered pair collection (``<set>/ir/NAME``, ``<set>/vi/NAME``) the tests use."""
+    if os.environ.get('SGDFUSE_DATA'):
+        return Path(os.environ['SGDFUSE_DATA'])
+    return FULL_DATA if FULL_DATA.is_dir() else SHIPPED_DATA
 
 
 @pytest.fixture(scope='session')
 def ivif() -> Path:
     root = ivif_root()
     if not root.is_dir():
-        pytest.fail(f'test data not found at {root}; set SGDFUSE_DATA')
+        pytest.fail(f'test data not found at {root} (SGDFUSE_DATA is set to a missing folder)')
     return root
 
 
