@@ -38,3 +38,27 @@ def test_data_files_install_launch_config_and_the_ament_marker(monkeypatch):
     assert expected <= installed, expected - installed
     console = kw['entry_points']['console_scripts']
     assert any(c.startswith('sgdfuse_node =') for c in console)
+
+
+def test_shipped_test_pairs_are_registered_small_and_attributed():
+    """The pairs in test/data/ivif (what the tests run on without ../shared): every set the
+    tests name, each pair the same size in both modalities, a few MB in all, each file listed
+    with its origin in the README beside them."""
+    from sgdfuse_ros.core import imaging
+
+    root = REPO / 'test' / 'data' / 'ivif'
+    readme = (root / 'README.md').read_text()
+    sets = sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert sets == ['FMB', 'M3FD', 'RoadScene', 'TNO']
+    total = 0
+    for name in sets:
+        pairs, problems = imaging.match_pairs(root / name / 'ir', root / name / 'vi')
+        assert pairs and not problems, problems
+        assert f'| {name} |' in readme
+        for p in pairs:
+            ir, vis = imaging.read_image(p.ir, gray=True), imaging.read_image(p.vis)
+            assert ir.shape == vis.shape[:2], p.name
+            stem = p.name.removeprefix('FLIR_')
+            assert stem in readme, f'{name}/{p.name} is not listed in {root / "README.md"}'
+            total += p.ir.stat().st_size + p.vis.stat().st_size
+    assert total < 4e6, f'{total / 1e6:.1f} MB of test pairs'

@@ -117,3 +117,130 @@ def test_cli_demo_prints_metric_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'laplacian' in out and 'Qabf' in out
     assert len(list((tmp_path / 'laplacian').glob('*.png'))) == 7
+
+
+# ----------------------------------------------------------------------------------------------
+# fuse --sequence: two folders as one video, through the offline FusionStream
+# ----------------------------------------------------------------------------------------------
+
+def _pan_folders(ivif, root, frames=12, step=6):
+    """A left-to-right pan across a real pair, written as numbered frames (PNG, lossless)."""
+    ir = imaging.read_image(ivif / 'RoadScene' / 'ir' / 'FLIR_00977.jpg', gray=True)
+    vi = imaging.read_image(ivif / 'RoadScene' / 'vi' / 'FLIR_00977.jpg')
+    h, w = 224, 416
+    ir_dir, vi_dir = root / 'ir', root / 'vi'
+    pan = []
+    for i in range(frames):
+        x = i * step
+        pan.append((np.ascontiguousarray(ir[:h, x:x + w]), np.ascontiguousarray(vi[:h, x:x + w])))
+        imaging.write_image(ir_dir / f'f{i:03d}.png', pan[-1][0])
+        imaging.write_image(vi_dir / f'f{i:03d}.png', pan[-1][1])
+    return ir_dir, vi_dir, pan
+
+
+def test_cli_fuse_sequence_is_the_offline_stream(ivif, tmp_path, capsys):
+    from sgdfuse_ros.fusion.stream import FusionStream
+
+    ir_dir, vi_dir, pan = _pan_folders(ivif, tmp_path)
+    out = tmp_path / 'fused'
+    assert main(['fuse', '--ir', str(ir_dir), '--vis', str(vi_dir), '--out', str(out),
+                 '--sequence', '--rate', '10', '--mask-rate', '2.5',
+                 '--mask-provider', 'saliency', '--quiet']) == 0
+    said = capsys.readouterr().out
+    assert 'fused 12 frame(s) of a 10 Hz sequence' in said
+    assert '3 refresh(es), every 4 frame(s)' in said  # frames 0, 4, 8
+    # Frame for frame what the stream gives for the video in name order (the node's schedule).
+    pipeline = FusionPipeline(method='auto', mask_provider='saliency')
+    assert pipeline.method.uses_masks
+    with FusionStream(pipeline, live=False, camera_rate=10.0, mask_rate=2.5) as stream:
+        expected = [stream.push(t, v).image for t, v in pan]
+    written = [imaging.read_image(out / f'f{i:03d}.png') for i in range(len(pan))]
+    assert all(np.array_equal(a, b) for a, b in zip(written, expected))
+    # Not what fusing the frames as unrelated still images gives (no temporal gain, masks of
+    # each frame at once).
+    stills = tmp_path / 'stills'
+    assert main(['fuse', '--ir', str(ir_dir), '--vis', str(vi_dir), '--out', str(stills),
+                 '--mask-provider', 'saliency', '--quiet']) == 0
+    assert not np.array_equal(imaging.read_image(stills / 'f002.png'), written[2])
+
+
+def test_cli_fuse_sequence_defaults_and_errors(ivif, tmp_path, capsys):
+    ir_dir, vi_dir, _ = _pan_folders(ivif, tmp_path, frames=3)
+    out = tmp_path / 'fused'
+    assert main(['fuse', '--ir', str(ir_dir), '--vis', str(vi_dir), '--out', str(out),
+                 '--sequence', '--method', 'laplacian', '--quiet']) == 0
+    assert 'of a 10 Hz sequence' in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ['f000.png', 'f001.png', 'f002.png']
+    bad = [(['--sequence'], 'folders'), (['--rate', '5'], '--rate applies to --sequence only'),
+           (['--sequence', '--rate', '0'], '--rate must be > 0'),
+           (['--sequence', '--mask-rate', '-1'], '--mask-rate must be > 0')]
+    for extra, message in bad:
+        files = ['--ir', str(ir_dir / 'f000.png'), '--vis', str(vi_dir / 'f000.png')]
+        args = files if extra == ['--sequence'] else ['--ir', str(ir_dir), '--vis', str(vi_dir)]
+        rc = main(['fuse', *args, '--out', str(tmp_path / 'x'), '--method', 'mean', *extra])
+        assert rc == 2 and message in capsys.readouterr().err, extra
+
+
+# ----------------------------------------------------------------------------------------------
+# eval --convention
+# ----------------------------------------------------------------------------------------------
+
+def test_cli_eval_convention_changes_ssim_and_psnr_only(ivif, tmp_path, capsys):
+    ir_dir, vi_dir = ivif / 'RoadScene' / 'ir', ivif / 'RoadScene' / 'vi'
+    sub_ir, sub_vi = tmp_path / 'ir', tmp_path / 'vi'
+    sub_ir.mkdir()
+    sub_vi.mkdir()
+    for n in ('FLIR_00211', 'FLIR_00977'):
+        shutil.copy(ir_dir / f'{n}.jpg', sub_ir)
+        shutil.copy(vi_dir / f'{n}.jpg', sub_vi)
+    out = tmp_path / 'fused'
+    assert main(['fuse', '--ir', str(sub_ir), '--vis', str(sub_vi), '--out', str(out),
+                 '--method', 'laplacian', '--quiet']) == 0
+    # One fused image darker, so that its peak max(F) is below 255 (where the two PSNRs part).
+    dim = imaging.read_image(out / 'FLIR_00977.png')
+    imaging.write_image(out / 'FLIR_00977.png', (dim * 0.8).astype(np.uint8))
+    capsys.readouterr()
+    scores = {}
+    for convention in ('standard', 'evaluator'):
+        assert main(['eval', '--ir', str(sub_ir), '--vis', str(sub_vi), '--fused', str(out),
+                     '--json', '--per-image', '--convention', convention]) == 0
+        scores[convention] = json.loads(capsys.readouterr().out)
+    std, ev = scores['standard'], scores['evaluator']
+    assert set(std) == set(ev)
+    for name in ('FLIR_00211', 'FLIR_00977'):
+        s, e = std['per_image'][name], ev['per_image'][name]
+        assert {k for k in s if s[k] != e[k]} <= {'SSIM', 'PSNR'} and s['SSIM'] != e['SSIM']
+        # Evaluator PSNR: peak max(F) instead of 255.
+        peak = float(imaging.read_image(out / f'{name}.png', gray=True).max())
+        assert e['PSNR'] == pytest.approx(s['PSNR'] + 20 * np.log10(peak / 255.0), abs=1e-9)
+    assert {k for k in std if k != 'per_image' and std[k] != ev[k]} == {'SSIM', 'PSNR'}
+    # The default is the standard convention; the table says which one it shows.
+    assert main(['eval', '--ir', str(sub_ir), '--vis', str(sub_vi), '--fused', str(out),
+                 '--json', '--per-image']) == 0
+    assert json.loads(capsys.readouterr().out) == std
+    assert main(['eval', '--ir', str(sub_ir), '--vis', str(sub_vi), '--fused', str(out),
+                 '--convention', 'evaluator']) == 0
+    assert 'evaluator convention' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(['eval', '--ir', str(sub_ir), '--vis', str(sub_vi), '--fused', str(out),
+              '--convention', 'matlab'])
+    assert "invalid choice: 'matlab'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# The command's structure
+# ----------------------------------------------------------------------------------------------
+
+def test_every_command_parses_and_dispatches(capsys):
+    from sgdfuse_ros.tools.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    assert main([]) == 2  # no command: the help, exit status 2
+    listed = capsys.readouterr().out
+    for name, cmd in COMMANDS.items():
+        assert name in listed
+        assert callable(getattr(cmd.module, cmd.run)), f'{name}: no {cmd.run} in {cmd.module}'
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([name, '--help'])
+        assert exc.value.code == 0
+        assert cmd.description.split()[0] in capsys.readouterr().out

@@ -1,0 +1,198 @@
+"""``sgdfuse fuse``: a registered pair, every pair of two folders, or two folders as one video.
+
+Pairs and folders of pairs are still images: each is fused on its own (no temporal smoothing of
+the thermal gain; masks computed for each pair by methods that use them). ``--sequence`` takes
+the two folders as the frames of one video, in file-name order, through a
+:class:`~sgdfuse_ros.fusion.stream.FusionStream` in its offline mode: the thermal gain smoothed
+over frames as in the node, and masks refreshed on the node's schedule (every
+``round(rate / mask_rate)`` frames, used from one refresh period later), so the output is
+what the node would publish for that video, frame for frame, on any machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+
+from sgdfuse_ros.core import imaging
+from .common import err, progress
+
+#: Frame rate assumed for ``--sequence`` without ``--rate`` (Hz).
+DEFAULT_RATE = 10.0
+#: Mask refreshes per second of ``--sequence`` without ``--mask-rate`` (the node's default).
+DEFAULT_MASK_RATE = 2.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--ir', required=True, type=Path, help='infrared image file or folder')
+    p.add_argument('--vis', required=True, type=Path, help='visible image file or folder')
+    p.add_argument('--out', required=True, type=Path,
+                   help='output file (pair mode) or folder (folder and sequence modes)')
+    p.add_argument('--method', default='auto',
+                   help='fusion method: auto (best available), or a name from --list-methods')
+    p.add_argument('--weights', type=Path, help='weights file for a network method')
+    p.add_argument('--backend', help='inference backend for network methods '
+                   '(torch, onnxruntime, tensorrt)')
+    p.add_argument('--steps', type=int, help='refiner steps (sgdfuse method)')
+    p.add_argument('--teacher', action='store_true',
+                   help='use the many-step teacher refiner (sgdfuse method, reference quality)')
+    p.add_argument('--mask-provider', default='auto', help='mask provider for the sgdfuse method')
+    p.add_argument('--mask-checkpoint', type=Path, help='SAM/MobileSAM checkpoint file')
+    p.add_argument('--homography', type=float, nargs=9, metavar='H',
+                   help='thermal->visible homography, 9 numbers row-major')
+    p.add_argument('--mono', action='store_true', help='write gray output even for colour input')
+    p.add_argument('--sequence', action='store_true',
+                   help='the two folders are one video (frames in file-name order): thermal '
+                   "gain smoothed over frames, masks refreshed on the live node's schedule")
+    p.add_argument('--rate', type=float, metavar='HZ',
+                   help=f'frame rate of the --sequence video (default {DEFAULT_RATE:g})')
+    p.add_argument('--mask-rate', type=float, metavar='HZ',
+                   help='mask refreshes per second in --sequence mode '
+                   f'(default {DEFAULT_MASK_RATE:g}, as the node)')
+    p.add_argument('--list-methods', action='store_true', help='list the methods and exit')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The method factory's options from the command line (``weights``, ``backend``...)."""
+    opts = {}
+    for key in ('weights', 'backend', 'steps'):
+        value = getattr(args, key, None)
+        if value is not None:
+            opts[key] = str(value) if isinstance(value, Path) else value
+    if getattr(args, 'teacher', False):
+        opts['teacher'] = True
+    return opts
+
+
+def build_pipeline(args: argparse.Namespace, *, video: bool = False):
+    """The pipeline the command line asks for. ``video``: keep the thermal gain's temporal
+    smoothing (still images get none: each is scaled on its own)."""
+    from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
+
+    mask_options = {}
+    if getattr(args, 'mask_checkpoint', None):
+        mask_options['checkpoint'] = str(args.mask_checkpoint)
+    cfg = PipelineConfig(method=args.method, method_options=method_options(args),
+                         mask_provider=getattr(args, 'mask_provider', 'auto'),
+                         mask_options=mask_options, homography=args.homography,
+                         output='mono' if getattr(args, 'mono', False) else 'color')
+    if not video:
+        cfg.thermal_smoothing = 0.0
+    return FusionPipeline(cfg)
+
+
+def _list_methods() -> int:
+    from sgdfuse_ros.fusion.methods import available_methods, method_names
+
+    avail = set(available_methods())
+    for name in method_names():
+        print(f'{name:12s} {"available" if name in avail else "no weights installed"}')
+    return 0
+
+
+def _check_sequence_args(args: argparse.Namespace) -> str | None:
+    """The problem with the sequence options, or None."""
+    sequence = getattr(args, 'sequence', False)
+    for opt in ('rate', 'mask_rate'):
+        value = getattr(args, opt, None)
+        flag = '--' + opt.replace('_', '-')
+        if value is not None and not sequence:
+            return f'{flag} applies to --sequence only'
+        if value is not None and not value > 0:
+            return f'{flag} must be > 0 Hz, got {value:g}'
+    if sequence and not (args.ir.is_dir() and args.vis.is_dir()):
+        return '--sequence needs --ir and --vis to be folders (the frames of one video)'
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_methods:
+        return _list_methods()
+    problem = _check_sequence_args(args)
+    if problem:
+        err(problem)
+        return 2
+    if args.ir.is_dir() != args.vis.is_dir():
+        err('--ir and --vis must both be files or both be folders')
+        return 2
+    from sgdfuse_ros.runtime.backends import BackendError  # a backend that cannot load here
+    try:
+        pipeline = build_pipeline(args, video=getattr(args, 'sequence', False))
+    except (ValueError, FileNotFoundError, ImportError, BackendError) as exc:
+        err(str(exc))
+        return 2
+
+    if not args.ir.is_dir():
+        pairs, problems = [imaging.PairPaths(args.ir.stem, args.ir, args.vis)], []
+        outputs = {args.ir.stem: args.out}
+    else:
+        try:
+            pairs, problems = imaging.match_pairs(args.ir, args.vis)
+        except imaging.ImageError as exc:
+            err(str(exc))
+            return 2
+        outputs = {p.name: args.out / f'{p.name}.png' for p in pairs}
+        if not pairs:
+            err(f'no image pairs with matching names in {args.ir} and {args.vis}')
+            return 2
+    if getattr(args, 'sequence', False):
+        return _fuse_sequence(args, pipeline, sorted(pairs, key=lambda p: p.name), problems,
+                              outputs)
+    failures = list(problems)
+    for pair in progress(pairs, f'fuse ({pipeline.method_name})',
+                         enabled=len(pairs) > 1 and not args.quiet):
+        try:
+            result = pipeline.fuse(imaging.read_image(pair.ir, gray=True),
+                                   imaging.read_image(pair.vis), name=str(pair.ir))
+            imaging.write_image(outputs[pair.name], result.image)
+        except (imaging.ImageError, ValueError) as exc:
+            failures.append(str(exc))
+            if len(pairs) == 1:
+                err(str(exc))
+                return 1
+    done = len(pairs) - (len(failures) - len(problems))
+    if len(pairs) > 1 or failures:
+        print(f'fused {done} pair(s) with {pipeline.method_name} into {args.out}')
+    return _report(failures)
+
+
+def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPaths],
+                   problems: list[str], outputs: dict[str, Path]) -> int:
+    """Fuse the frames in order through an offline :class:`FusionStream`."""
+    from sgdfuse_ros.fusion.stream import FusionStream
+
+    rate = args.rate if args.rate is not None else DEFAULT_RATE
+    mask_rate = args.mask_rate if args.mask_rate is not None else DEFAULT_MASK_RATE
+    failures = list(problems)
+    done = 0
+    with FusionStream(pipeline, live=False, camera_rate=rate, mask_rate=mask_rate) as stream:
+        for pair in progress(pairs, f'fuse sequence ({pipeline.method_name})',
+                             enabled=not args.quiet, unit='frame'):
+            try:
+                result = stream.push(imaging.read_image(pair.ir, gray=True),
+                                     imaging.read_image(pair.vis), name=str(pair.ir))
+                imaging.write_image(outputs[pair.name], result.image)
+                done += 1
+            except (imaging.ImageError, ValueError) as exc:
+                failures.append(str(exc))
+        stats = stream.mask_stats()
+    line = (f'fused {done} frame(s) of a {rate:g} Hz sequence with {pipeline.method_name} '
+            f'into {args.out}')
+    if stats:
+        median = stats['median_compute_ms']
+        line += (f'; masks ({stats["provider"]}): {stats["refreshes"]} refresh(es), every '
+                 f'{stats["refresh_every"]} frame(s)'
+                 + ('' if median is None else f', median {median:.0f} ms'))
+    print(line)
+    return _report(failures)
+
+
+def _report(failures: list[str]) -> int:
+    if failures:
+        print(f'{len(failures)} problem(s):', file=sys.stderr)
+        for f in failures:
+            print(f'  {f}', file=sys.stderr)
+        return 1
+    return 0
