@@ -4,6 +4,7 @@ The video is a pan across a real registered pair (a window sliding over a bundle
 sample), fused with the default method and the ``saliency`` mask provider.
 """
 
+import gc
 import threading
 import time
 
@@ -156,6 +157,16 @@ def test_close_stops_the_worker_thread(pan):
     with pytest.raises(RuntimeError, match='closed'):
         stream.push(*pan[1])
     stream.close()  # twice is harmless
+
+
+def test_a_forgotten_stream_stops_its_worker():
+    stream = FusionStream(_pipeline(), live=True)
+    thread = stream.worker._thread
+    assert thread.is_alive()
+    del stream
+    gc.collect()
+    thread.join(5.0)
+    assert not thread.is_alive()
 
 
 def test_methods_without_masks_get_no_worker(pan):

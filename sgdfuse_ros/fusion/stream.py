@@ -277,4 +277,7 @@ class FusionStream:
     def __del__(self):  # a forgotten close must not leave a thread behind
         worker = getattr(self, '_worker', None)
         if worker is not None:
-            worker.stop(timeout=0.0)
+            try:
+                worker.stop(timeout=0.0)
+            except Exception:  # noqa: BLE001 - at interpreter exit threading may be gone
+                pass
