@@ -18,21 +18,21 @@ Arguments:
   log_level     the node's log level
 
 The launch modules are imported inside generate_launch_description(), so this file can be
-imported (and linted) where launch/launch_ros are not installed.
+imported (and linted) where launch/launch_ros are not installed. The topic defaults are the
+node's own (sgdfuse_ros.params).
 """
 
 from pathlib import Path
+
+from sgdfuse_ros.params import DEFAULTS, NODE_NAME, TOPIC_PARAMETERS
 
 # config/ sits beside launch/ both in the source tree and in share/sgdfuse_ros after install.
 _SHARE = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = str(_SHARE / 'config' / 'sgdfuse.yaml')
 DEFAULT_DDS_PROFILE = str(_SHARE / 'config' / 'fastdds_shm.xml')
 DEFAULT_RVIZ = str(_SHARE / 'config' / 'sgdfuse.rviz')
-DEFAULT_TOPICS = {
-    'thermal_topic': '/thermal/image_raw',
-    'rgb_topic': '/rgb/image_raw',
-    'fused_topic': '/fused/image_raw',
-}
+#: The node's topic parameters and their defaults (sgdfuse_ros.params), remappable here.
+DEFAULT_TOPICS = {name: DEFAULTS[name] for name in TOPIC_PARAMETERS}
 
 
 def generate_launch_description():
@@ -62,7 +62,7 @@ def generate_launch_description():
     node = Node(
         package='sgdfuse_ros',
         executable='sgdfuse_node',
-        name='sgdfuse',
+        name=NODE_NAME,
         output='screen',
         emulate_tty=True,
         parameters=[LaunchConfiguration('params_file'),

@@ -1,7 +1,9 @@
 """rosbag2 tools: offline fusion, sample bags, play/record on a real rclpy graph, the demo.
 
-Offline tests need only ``rosbags``. The ROS tests run a real rclpy graph on loopback with a
-random domain id (set here before any rclpy context exists) and the package's Fast DDS profile.
+Offline tests need only ``rosbags`` (``bag fuse --params`` included: the parameter schema needs
+no rclpy). The ROS tests run a real rclpy graph on loopback with the package's environment
+defaults (set here before any rclpy context exists: a random domain id unless one is set, the
+Fast DDS profile).
 """
 
 import os
@@ -16,17 +18,17 @@ import cv2
 import numpy as np
 import pytest
 
+from sgdfuse_ros.ros import graph
+
 REPO = Path(__file__).resolve().parents[1]
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 200))
-os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(REPO / 'config' / 'fastdds_shm.xml')
-os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+graph.ros_env_defaults()
 
 pytest.importorskip('rosbags', reason='needs the ros extra (rosbags)')
 
-from sgdfuse_ros.tools import cli  # noqa: E402
 from sgdfuse_ros.fusion.pipeline import PipelineConfig  # noqa: E402
-from sgdfuse_ros.ros import bags  # noqa: E402
+from sgdfuse_ros.params import load_node_params  # noqa: E402
+from sgdfuse_ros.ros import bag_fuse, bag_io, live, sample_bag  # noqa: E402
+from sgdfuse_ros.tools import cli  # noqa: E402
 
 SMALL = (160, 120)
 THERMAL = 'sensor_msgs/msg/Image'
@@ -35,18 +37,18 @@ THERMAL = 'sensor_msgs/msg/Image'
 def sample(tmp_path, name='in', **kw):
     args = dict(visible_size=SMALL, storage='mcap', progress=False)
     args.update(kw)
-    return bags.make_sample_bag(tmp_path / name, **args)
+    return sample_bag.make_sample_bag(tmp_path / name, **args)
 
 
 def by_topic(path, topics=None):
     out = {}
-    for topic, log_ns, msg in bags.read_messages(path, topics):
+    for topic, log_ns, msg in bag_io.read_messages(path, topics):
         out.setdefault(topic, []).append((log_ns, msg))
     return out
 
 
 def raw_by_topic(path):
-    reader = bags._BagReader(path)
+    reader = bag_io.BagReader(path)
     try:
         out = {}
         for conn, log_ns, raw in reader.messages():
@@ -61,8 +63,8 @@ def write_bag(path, storage, messages, types=None):
     (default sensor_msgs/msg/Image)."""
     from rosbags.rosbag2 import Writer
 
-    ts = bags.typestore()
-    writer = Writer(path, version=8, storage_plugin=bags._storage_plugin(storage))
+    ts = bag_io.typestore()
+    writer = Writer(path, version=8, storage_plugin=bag_io.storage_plugin(storage))
     writer.open()
     conns = {}
     for topic, log_ns, msg in sorted(messages, key=lambda m: m[1]):
@@ -83,7 +85,7 @@ def image(stamp, h=24, w=32, enc='mono16', frame='cam', value=None):
         arr = rng.integers(0, 255, (h, w, 3)).astype(np.uint8)
     else:
         arr = rng.integers(0, 255, (h, w)).astype(np.uint8)
-    return bags.image_message(arr, enc, bags._header(stamp, frame))
+    return bag_io.image_message(arr, enc, bag_io.make_header(stamp, frame))
 
 
 def run_cli(argv, capsys):
@@ -99,10 +101,10 @@ def run_cli(argv, capsys):
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
 def test_round_trip_n_pairs_in_n_fused_out(tmp_path, storage):
     info = sample(tmp_path, storage=storage, frames=9)
-    assert bags.detect_storage(info.path) == storage
-    summary = bags.fuse_bag(info.path, tmp_path / 'out', pipeline='mean', progress=False)
+    assert bag_io.detect_storage(info.path) == storage
+    summary = bag_fuse.fuse_bag(info.path, tmp_path / 'out', pipeline='mean', progress=False)
     assert summary.ok and summary.pairs_matched == summary.pairs_fused == 9
-    assert summary.storage == storage and bags.detect_storage(tmp_path / 'out') == storage
+    assert summary.storage == storage and bag_io.detect_storage(tmp_path / 'out') == storage
     assert all(c == 0 for d in summary.unmatched.values() for c in d.values())
 
     got = by_topic(tmp_path / 'out')
@@ -110,20 +112,20 @@ def test_round_trip_n_pairs_in_n_fused_out(tmp_path, storage):
     rgb = got['/rgb/image_raw']
     assert len(fused) == 9 and len(rgb) == 9 and len(got['/thermal/image_raw']) == 9
     # stamps and frame_id are the RGB frame's; one fused frame per RGB frame, in order
-    assert [bags.stamp_ns(m) for _, m in fused] == [bags.stamp_ns(m) for _, m in rgb]
-    assert [bags.stamp_ns(m) for _, m in rgb] == [s for _, s, _ in info.schedule]
+    assert [bag_io.stamp_ns(m) for _, m in fused] == [bag_io.stamp_ns(m) for _, m in rgb]
+    assert [bag_io.stamp_ns(m) for _, m in rgb] == [s for _, s, _ in info.schedule]
     f0 = fused[0][1]
     assert (f0.width, f0.height, f0.encoding) == (*SMALL, 'rgb8')
     assert f0.header.frame_id == 'rgb_camera_optical_frame'
     # logged when the later frame of the pair arrived
     for (log_f, msg_f) in fused:
-        partners = [log for log, m in rgb if bags.stamp_ns(m) == bags.stamp_ns(msg_f)]
+        partners = [log for log, m in rgb if bag_io.stamp_ns(m) == bag_io.stamp_ns(msg_f)]
         assert log_f >= partners[0]
     # the original topics are copied byte for byte
     raw_in, raw_out = raw_by_topic(info.path), raw_by_topic(tmp_path / 'out')
     for topic in ('/thermal/image_raw', '/rgb/image_raw'):
         assert raw_out[topic] == raw_in[topic]
-    meta = bags.bag_info(tmp_path / 'out')
+    meta = bag_io.bag_info(tmp_path / 'out')
     assert meta['message_count'] == 27
     assert meta['topics']['/fused/image_raw'] == ('sensor_msgs/msg/Image', 9)
 
@@ -131,10 +133,10 @@ def test_round_trip_n_pairs_in_n_fused_out(tmp_path, storage):
 def test_storage_conversion_only_fused_and_bare_file(tmp_path):
     info = sample(tmp_path, frames=4)
     mcap_file = next(info.path.glob('*.mcap'))
-    summary = bags.fuse_bag(mcap_file, tmp_path / 'out', pipeline='laplacian', only_fused=True,
-                            storage='sqlite3', fused_topic='/cam/fused', progress=False)
+    summary = bag_fuse.fuse_bag(mcap_file, tmp_path / 'out', pipeline='laplacian', only_fused=True,
+                                storage='sqlite3', fused_topic='/cam/fused', progress=False)
     assert summary.pairs_fused == 4 and summary.copied == {}
-    meta = bags.bag_info(tmp_path / 'out')
+    meta = bag_io.bag_info(tmp_path / 'out')
     assert meta['storage'] == 'sqlite3'
     assert meta['topics'] == {'/cam/fused': ('sensor_msgs/msg/Image', 4)}
 
@@ -144,9 +146,9 @@ def test_mono_output_and_bgr8_mono8_input(tmp_path):
     msgs = by_topic(info.path)
     assert msgs['/rgb/image_raw'][0][1].encoding == 'bgr8'
     assert msgs['/thermal/image_raw'][0][1].encoding == 'mono8'
-    summary = bags.fuse_bag(info.path, tmp_path / 'out', output_encoding='mono8',
-                            pipeline=PipelineConfig(method='mean', output='mono'),
-                            progress=False)
+    summary = bag_fuse.fuse_bag(info.path, tmp_path / 'out', output_encoding='mono8',
+                                pipeline=PipelineConfig(method='mean', output='mono'),
+                                progress=False)
     assert summary.pairs_fused == 3
     fused = by_topic(tmp_path / 'out')['/fused/image_raw']
     assert fused[0][1].encoding == 'mono8' and fused[0][1].step == SMALL[0]
@@ -200,7 +202,7 @@ def test_failed_pairs_and_undecodable_frames_are_listed_not_lost(tmp_path, capsy
     assert 'error: 1 pair(s) not fused and 1 undecodable frame(s)' in err
     fused = by_topic(tmp_path / 'out', '/fused/image_raw')['/fused/image_raw']
     assert len(fused) == 4  # the 4 good pairs were still written
-    assert t0 + 2 * 100_000_000 not in {bags.stamp_ns(m) for _, m in fused}
+    assert t0 + 2 * 100_000_000 not in {bag_io.stamp_ns(m) for _, m in fused}
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
@@ -241,8 +243,8 @@ def test_sqlite_bag_shorter_than_its_metadata_is_truncated(tmp_path):
     with sqlite3.connect(db) as con:
         con.execute('DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY '
                     'timestamp DESC LIMIT 3)')
-    with pytest.raises(bags.BagError, match='truncated: .*read 4 of the 6'):
-        bags.fuse_bag(info.path, tmp_path / 'out', pipeline='mean', progress=False)
+    with pytest.raises(bag_io.BagError, match='truncated: .*read 4 of the 6'):
+        bag_fuse.fuse_bag(info.path, tmp_path / 'out', pipeline='mean', progress=False)
     assert not (tmp_path / 'out').exists()
 
 
@@ -257,7 +259,7 @@ def test_missing_topic_is_a_clear_error(tmp_path, capsys):
 
 
 def test_topic_of_the_wrong_type_is_a_clear_error(tmp_path, capsys):
-    ts = bags.typestore()
+    ts = bag_io.typestore()
     String = ts.types['std_msgs/msg/String']
     stamp = 3_000 * 10**9
     write_bag(tmp_path / 'in', 'mcap',
@@ -297,7 +299,7 @@ def test_nothing_matched_is_not_reported_as_success(tmp_path, capsys):
 
 def test_compressed_image_inputs(tmp_path):
     t0 = 5_000 * 10**9
-    ts = bags.typestore()
+    ts = bag_io.typestore()
     Compressed = ts.types['sensor_msgs/msg/CompressedImage']
     rng = np.random.default_rng(0)
     msgs = []
@@ -308,15 +310,17 @@ def test_compressed_image_inputs(tmp_path):
         png = np.frombuffer(cv2.imencode('.png', thermal)[1].tobytes(), np.uint8)
         jpg = np.frombuffer(cv2.imencode('.jpg', rgb)[1].tobytes(), np.uint8)
         msgs.append(('/thermal/image_raw/compressed', stamp,
-                     Compressed(header=bags._header(stamp, 't'), format='mono16; png', data=png)))
+                     Compressed(header=bag_io.make_header(stamp, 't'), format='mono16; png',
+                                data=png)))
         msgs.append(('/rgb/image_raw/compressed', stamp + 1,
-                     Compressed(header=bags._header(stamp, 'c'), format='rgb8; jpeg', data=jpg)))
+                     Compressed(header=bag_io.make_header(stamp, 'c'), format='rgb8; jpeg',
+                                data=jpg)))
     comp = 'sensor_msgs/msg/CompressedImage'
     write_bag(tmp_path / 'in', 'mcap', msgs,
               types={'/thermal/image_raw/compressed': comp, '/rgb/image_raw/compressed': comp})
-    summary = bags.fuse_bag(tmp_path / 'in', tmp_path / 'out', pipeline='mean',
-                            thermal_topic='/thermal/image_raw/compressed',
-                            rgb_topic='/rgb/image_raw/compressed', progress=False)
+    summary = bag_fuse.fuse_bag(tmp_path / 'in', tmp_path / 'out', pipeline='mean',
+                                thermal_topic='/thermal/image_raw/compressed',
+                                rgb_topic='/rgb/image_raw/compressed', progress=False)
     assert summary.ok and summary.pairs_fused == 3
     fused = by_topic(tmp_path / 'out')['/fused/image_raw']
     assert (fused[0][1].width, fused[0][1].height, fused[0][1].encoding) == (64, 48, 'rgb8')
@@ -332,7 +336,7 @@ def test_make_sample_with_another_thermal_size(tmp_path, capsys):
                               '--storage', 'sqlite3'], capsys)
     assert code == 0, err
     assert 'thermal -> visible homography: [2, 0, 0.5, 0, 1.875, 0.4375, 0, 0, 1]' in out
-    assert bags.detect_storage(tmp_path / 's') == 'sqlite3'
+    assert bag_io.detect_storage(tmp_path / 's') == 'sqlite3'
     msgs = by_topic(tmp_path / 's')
     th, rgb = msgs['/thermal/image_raw'], msgs['/rgb/image_raw']
     assert len(th) == len(rgb) == 10
@@ -345,27 +349,26 @@ def test_make_sample_with_another_thermal_size(tmp_path, capsys):
     r0 = rgb[0][1]
     assert (r0.width, r0.height, r0.encoding) == (160, 120, 'rgb8')
     # free-running cameras: stamps differ by a jitter within a realistic slop, 20 Hz
-    offsets = [abs(bags.stamp_ns(a) - bags.stamp_ns(b)) for (_, a), (_, b) in zip(th, rgb)]
+    offsets = [abs(bag_io.stamp_ns(a) - bag_io.stamp_ns(b)) for (_, a), (_, b) in zip(th, rgb)]
     assert max(offsets) <= 10_000_000 and len(set(offsets)) > 1
-    periods = np.diff([bags.stamp_ns(m) for _, m in rgb]) / 1e9
+    periods = np.diff([bag_io.stamp_ns(m) for _, m in rgb]) / 1e9
     assert np.allclose(periods, 0.05, atol=0.002)
 
-    params = bags.load_node_params(tmp_path / 's.params.yaml')
+    params = load_node_params(tmp_path / 's.params.yaml')
     hom = np.array(params['homography']).reshape(3, 3)
     assert params['thermal_topic'] == '/thermal/image_raw'
     # pixel centres: thermal (0, 0) -> (0.5, 0.4375); thermal far corner -> visible far corner
     far = hom @ np.array([79.5, 63.5, 1.0])
     assert np.allclose(far[:2] / far[2], [159.5, 119.5])
 
-    summary = bags.fuse_bag(tmp_path / 's', tmp_path / 'f', progress=False,
-                            pipeline=PipelineConfig(method='mean', homography=hom))
+    summary = bag_fuse.fuse_bag(tmp_path / 's', tmp_path / 'f', progress=False,
+                                pipeline=PipelineConfig(method='mean', homography=hom))
     assert summary.ok and summary.pairs_fused == 10
     f0 = by_topic(tmp_path / 'f')['/fused/image_raw'][0][1]
     assert (f0.width, f0.height) == (160, 120)
 
 
 def test_fuse_cli_takes_the_node_parameter_file(tmp_path, capsys):
-    pytest.importorskip('rclpy', reason='--params validates with the node (rclpy)')
     info = sample(tmp_path, frames=4, thermal_size=(80, 64))
     code, out, err = run_cli(['bag', 'fuse', info.path, tmp_path / 'out', '--params',
                               REPO / 'config' / 'sgdfuse.yaml', info.params_file, '--method',
@@ -377,6 +380,63 @@ def test_fuse_cli_takes_the_node_parameter_file(tmp_path, capsys):
     code, _, err = run_cli(['bag', 'fuse', info.path, tmp_path / 'out2', '--params', bad],
                            capsys)
     assert code == 2 and 'sync_slop must be > 0' in err
+
+
+def test_fuse_cli_params_need_no_rclpy(tmp_path):
+    """``bag fuse --params`` in a process where rclpy cannot be imported."""
+    info = sample(tmp_path, frames=3, thermal_size=(80, 64))
+    code = ('import sys; sys.modules["rclpy"] = None; from sgdfuse_ros.tools import cli; '
+            'sys.exit(cli.main(sys.argv[1:]))')
+    proc = subprocess.run([sys.executable, '-c', code, 'bag', 'fuse', str(info.path),
+                           str(tmp_path / 'out'), '--params', str(info.params_file),
+                           '--method', 'max', '--quiet'],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'fused 3 of 3 matched pair(s) with max' in proc.stdout
+
+
+class _MaskProbe:
+    """A method that uses masks and records, per frame, whether the masks it got were empty."""
+
+    name = 'mask_probe'
+    multiple = 1
+    uses_masks = True
+
+    def __init__(self):
+        self.empty = []
+
+    def __call__(self, ir, vis, masks=None):
+        from sgdfuse_ros.fusion.methods import MethodOutput
+
+        self.empty.append(not any(m.any() for m in masks))
+        return MethodOutput(np.clip(0.5 * (ir + vis) + 0.5 * masks[0], 0.0, 1.0))
+
+
+def _probe_pipeline(probe):
+    from sgdfuse_ros.fusion.pipeline import FusionPipeline
+    from sgdfuse_ros.masks import build_provider
+
+    pipe = FusionPipeline(PipelineConfig(method='mean'))
+    pipe.method, pipe.mask_provider = probe, build_provider('saliency')
+    return pipe
+
+
+def test_fuse_bag_refreshes_masks_as_the_node_would(tmp_path):
+    """Offline, masks follow the node's schedule at the camera rate read from the bag: at 10 Hz
+    and mask_rate 5 Hz a refresh every 2 frames, first used 2 frames later; twice the same."""
+    info = sample(tmp_path, frames=10, hold=5, rate_hz=10.0)
+    outs = []
+    for run in ('a', 'b'):
+        probe = _MaskProbe()
+        summary = bag_fuse.fuse_bag(info.path, tmp_path / run, pipeline=_probe_pipeline(probe),
+                                    mask_rate=5.0, only_fused=True, progress=False)
+        assert summary.ok and summary.pairs_fused == 10
+        assert summary.masks['refresh_every'] == 2 and summary.masks['refreshes'] == 5
+        assert summary.masks['mode'] == 'offline' and summary.masks['provider']
+        assert probe.empty == [True, True] + [False] * 8
+        assert 'masks: 5 refresh(es) by ' in summary.format()
+        outs.append([bytes(m.data) for _, _, m in bag_io.read_messages(tmp_path / run)])
+    assert outs[0] == outs[1]
 
 
 def test_make_sample_refuses_bad_arguments(tmp_path, capsys):
@@ -411,7 +471,7 @@ def ros_node():
     node = rclpy.create_node(f'bag_test_{random.randrange(1 << 20)}', context=ctx)
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
-    thread = threading.Thread(target=bags._spin, args=(executor,), daemon=True)
+    thread = threading.Thread(target=graph.spin, args=(executor,), daemon=True)
     thread.start()
     yield node
     executor.shutdown(timeout_sec=1.0)
@@ -423,10 +483,10 @@ def ros_node():
 @pytest.mark.ros
 def test_play_cli_to_recorder_round_trip(tmp_path, ros_node):
     info = sample(tmp_path, frames=12, rate_hz=20.0)
-    recorder = bags.BagRecorder(ros_node, tmp_path / 'rec', ['/thermal/image_raw',
+    recorder = live.BagRecorder(ros_node, tmp_path / 'rec', ['/thermal/image_raw',
                                                             '/rgb/image_raw'],
-                                types={'/thermal/image_raw': bags.IMAGE,
-                                       '/rgb/image_raw': bags.IMAGE})
+                                types={'/thermal/image_raw': bag_io.IMAGE,
+                                       '/rgb/image_raw': bag_io.IMAGE})
     proc = subprocess.run(_cli_cmd('bag', 'play', info.path, '--wait-for-subscribers', '20'),
                           cwd=REPO, env=dict(os.environ), capture_output=True, text=True,
                           timeout=120)
@@ -459,7 +519,7 @@ def test_player_to_record_cli_with_clock_and_rate(tmp_path, ros_node):
     ros_node.create_subscription(Clock, '/clock', lambda m: clocks.append(
         m.clock.sec * 10**9 + m.clock.nanosec), 10)
     try:
-        player = bags.BagPlayer(ros_node, info.path, rate=2.0, clock=True,
+        player = live.BagPlayer(ros_node, info.path, rate=2.0, clock=True,
                                 topics=['/rgb/image_raw'])
         assert player.wait_for_subscribers(timeout=60), proc.poll()
         time.sleep(0.3)
@@ -474,13 +534,13 @@ def test_player_to_record_cli_with_clock_and_rate(tmp_path, ros_node):
     assert 0.3 < wall < 1.5  # 0.7 s of bag at twice the speed
     assert proc.returncode == 0, out
     assert 'recorded 8 message(s)' in out
-    meta = bags.bag_info(tmp_path / 'rec')
+    meta = bag_io.bag_info(tmp_path / 'rec')
     assert meta['storage'] == 'sqlite3'
     assert meta['topics'] == {'/rgb/image_raw': ('sensor_msgs/msg/Image', 8)}
-    rec = [bags.stamp_ns(m) for _, _, m in bags.read_messages(tmp_path / 'rec')]
+    rec = [bag_io.stamp_ns(m) for _, _, m in bag_io.read_messages(tmp_path / 'rec')]
     assert rec == [s for _, s, _ in info.schedule]
     assert clocks and clocks == sorted(clocks)
-    start = bags.bag_info(info.path)['start_ns']
+    start = bag_io.bag_info(info.path)['start_ns']
     assert start <= clocks[0] and clocks[-1] <= start + 10**9
 
 
@@ -505,7 +565,7 @@ def test_demo_end_to_end(tmp_path):
     demo = tmp_path / 'demo'
     sheet = cv2.imread(str(demo / 'contact_sheet.png'))
     assert sheet is not None and sheet.shape[1] == 3 * 320 and sheet.shape[0] == 7 * 240
-    fused = bags.bag_info(demo / 'fused_bag')['topics']['/fused/image_raw']
+    fused = bag_io.bag_info(demo / 'fused_bag')['topics']['/fused/image_raw']
     assert fused[1] >= 10  # at 10 Hz the laplacian node keeps up with nearly every pair
     assert 'homography' in (demo / 'sample_bag.params.yaml').read_text()
     # every process the demo started is gone

@@ -1,9 +1,11 @@
 """sgdfuse_node end to end: a real rclpy graph on loopback, real image pairs, bad input mixed in.
 
-The environment is set before rclpy creates any context: localhost-only discovery, a random
-domain id (so parallel runs on one machine do not hear each other) and the package's Fast DDS
-profile. In-process tests run the node and a tester node in one executor thread of their own
-rclpy context; one test starts the node as a separate process through ``main`` and the YAML file.
+The environment is set before rclpy creates any context (``ros_env_defaults``: localhost-only
+discovery, a random domain id unless one is set, the package's Fast DDS profile). In-process
+tests run the node and a tester node in one executor thread of their own rclpy context; one
+test starts the node as a separate process through ``main`` and the YAML file. Tests with a
+method of their own hand the node a pipeline built around it. The parameter schema is tested
+without ROS in test_params.py.
 """
 
 import os
@@ -18,11 +20,10 @@ import time
 import numpy as np
 import pytest
 
+from sgdfuse_ros.ros.graph import qos_profile, ros_env_defaults
+
 REPO = Path(__file__).resolve().parents[1]
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 200))
-os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(REPO / 'config' / 'fastdds_shm.xml')
-os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+ros_env_defaults()
 
 rclpy = pytest.importorskip('rclpy', reason='needs the ros extra (rclpy)')
 
@@ -31,78 +32,21 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from sgdfuse_ros.fusion import methods  # noqa: E402
 from sgdfuse_ros.core.imaging import read_image  # noqa: E402
-from sgdfuse_ros.fusion.methods import MethodOutput, register_method  # noqa: E402
+from sgdfuse_ros.core.slots import LatestSlot  # noqa: E402
+from sgdfuse_ros.fusion.methods import MethodOutput, resolve_method_name  # noqa: E402
 from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig  # noqa: E402
+from sgdfuse_ros.params import ParameterError  # noqa: E402
 from sgdfuse_ros.ros import convert  # noqa: E402
-from sgdfuse_ros.ros.node import (LatestSlot, ParameterError, SgdfuseNode, _qos,  # noqa: E402
-                                  validate_settings)
+from sgdfuse_ros.ros.node import SgdfuseNode  # noqa: E402
 
 pytestmark = pytest.mark.ros
 RATE_HZ = 15.0
 
 
 # --------------------------------------------------------------------------------------------
-# Pure parts: parameters and the drop-oldest slot
+# Pure parts: the drop-oldest slot and the config files
 # --------------------------------------------------------------------------------------------
-
-def test_default_settings_are_valid_and_match_the_yaml():
-    import yaml
-
-    s = validate_settings({})
-    assert (s.thermal_topic, s.rgb_topic, s.fused_topic) == (
-        '/thermal/image_raw', '/rgb/image_raw', '/fused/image_raw')
-    assert s.qos_reliability == 'best_effort' and s.homography == ()
-    yaml_params = yaml.safe_load((REPO / 'config' / 'sgdfuse.yaml').read_text())
-    params = yaml_params['/**']['ros__parameters']
-    params['homography'] = params['homography'] or None  # rcl reads [] as "not set"
-    assert validate_settings(params) == s  # the YAML holds every parameter, at its default
-
-
-def test_invalid_settings_are_all_reported():
-    with pytest.raises(ParameterError) as err:
-        validate_settings({'sync_slop': -0.1, 'qos_reliability': 'sometimes', 'qos_depth': 0,
-                           'work_width': 640, 'output_encoding': 'bgr8',
-                           'thermal_low_percentile': 99.5, 'homography': [1.0, 2.0],
-                           'thermal_timeout': 0.0})
-    text = str(err.value)
-    for name in ('sync_slop', 'qos_reliability', 'qos_depth', 'work_width', 'output_encoding',
-                 'thermal_low_percentile', 'homography', 'thermal_timeout'):
-        assert name in text
-    with pytest.raises(ParameterError, match=r"sync_queue_size: expected an integer, got 'ten'"):
-        validate_settings({'sync_queue_size': 'ten'})
-    with pytest.raises(ParameterError, match='unknown parameter .slop.'):
-        validate_settings({'slop': 0.1})
-    with pytest.raises(ParameterError, match='singular'):
-        validate_settings({'homography': [0.0] * 9})
-    ident = validate_settings({'homography': [2.0, 0, 0, 0, 2.0, 0, 0, 0, 2.0]})
-    assert ident.homography == ()  # a scaled identity means "already registered"
-    shifted = validate_settings({'homography': [1, 0, 5, 0, 1, 0, 0, 0, 1], 'sync_slop': 1})
-    assert shifted.homography[2] == 5.0 and shifted.sync_slop == 1.0
-    from sgdfuse_ros.core.matching import message_filters_available
-
-    if not message_filters_available():
-        with pytest.raises(ParameterError, match='message_filters is not installed'):
-            validate_settings({'sync_backend': 'message_filters'})
-
-
-def test_settings_map_onto_the_pipeline_config():
-    assert validate_settings({}).pipeline_config().method_options == {}  # baselines take none
-    cfg = validate_settings({'method': 'stage1', 'backend': 'onnxruntime', 'weights': 'w.pt',
-                             'engine_dir': '/engines', 'refiner_steps': 2,
-                             'mask_checkpoint': 'sam.pth', 'mask_input_size': 384,
-                             'work_width': 320,
-                             'work_height': 240, 'output_encoding': 'mono8',
-                             'homography': [1, 0, 4, 0, 1, -2, 0, 0, 1]}).pipeline_config()
-    assert cfg.method == 'stage1' and cfg.work_size == (320, 240) and cfg.output == 'mono'
-    assert cfg.method_options == {'backend': 'onnxruntime', 'weights': 'w.pt',
-                                  'engines_dir': '/engines', 'steps': 2}
-    assert cfg.mask_options == {'checkpoint': 'sam.pth', 'input_size': 384}
-    with pytest.raises(ParameterError, match='mask_input_size'):
-        validate_settings({'mask_input_size': 100})
-    assert cfg.homography.shape == (3, 3) and cfg.homography[1, 2] == -2.0
-
 
 def test_latest_slot_drops_the_oldest():
     slot = LatestSlot()
@@ -116,28 +60,6 @@ def test_latest_slot_drops_the_oldest():
     slot.close()  # wakes a waiting consumer
     waiter.join(2)
     assert got == [None] and not waiter.is_alive()
-
-
-def test_launch_file_imports_without_launch_and_points_at_real_files():
-    import importlib.util
-
-    path = REPO / 'launch' / 'sgdfuse.launch.py'
-    spec = importlib.util.spec_from_file_location('sgdfuse_launch', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # must not need launch / launch_ros
-    for f in (module.DEFAULT_PARAMS, module.DEFAULT_DDS_PROFILE, module.DEFAULT_RVIZ):
-        assert Path(f).is_file(), f
-    assert module.DEFAULT_TOPICS == {'thermal_topic': '/thermal/image_raw',
-                                     'rgb_topic': '/rgb/image_raw',
-                                     'fused_topic': '/fused/image_raw'}
-    try:
-        import launch_ros  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError):
-            module.generate_launch_description()
-    else:
-        names = {getattr(e, 'name', None) for e in module.generate_launch_description().entities}
-        assert {'params_file', 'use_sim_time', 'thermal_topic', 'rgb_topic'} <= names
 
 
 def test_rviz_config_shows_every_image_topic():
@@ -179,13 +101,15 @@ class Harness:
     """The node under test plus a tester node (publishes pairs, records outputs), spun by one
     executor in a background thread."""
 
-    def __init__(self, context, params: dict, *, thermal_type=Image, rgb_type=Image):
+    def __init__(self, context, params: dict, *, thermal_type=Image, rgb_type=Image,
+                 pipeline: FusionPipeline | None = None):
         self.name = f'sgdfuse_{random.randrange(1 << 30)}'
-        self.node = SgdfuseNode(self.name, context=context, parameter_overrides=[
-            Parameter(k, value=v) for k, v in params.items()])
+        self.node = SgdfuseNode(self.name, context=context, pipeline=pipeline,
+                                parameter_overrides=[
+                                    Parameter(k, value=v) for k, v in params.items()])
         s = self.node.settings
         self.tester = rclpy.create_node(self.name + '_tester', context=context)
-        qos = _qos('best_effort', 5)
+        qos = qos_profile('best_effort', 5)
         self.pub_thermal = self.tester.create_publisher(thermal_type, s.thermal_topic, qos)
         self.pub_rgb = self.tester.create_publisher(rgb_type, s.rgb_topic, qos)
         self.fused, self.diagnostics = [], []
@@ -228,6 +152,18 @@ class Harness:
         self.thread.join(5)
         self.node.destroy_node()
         self.tester.destroy_node()
+
+
+def pipeline_with(method, mask_provider=None) -> FusionPipeline:
+    """A pipeline that fuses with ``method`` (an object with the method interface: ``name``,
+    ``multiple``, ``uses_masks``, a call), for handing to the node: no registry involved."""
+    pipe = FusionPipeline(PipelineConfig(method='mean'))
+    pipe.method = method
+    if method.uses_masks:
+        from sgdfuse_ros.masks import build_provider
+
+        pipe.mask_provider = mask_provider or build_provider('saliency')
+    return pipe
 
 
 def ns(stamp) -> int:
@@ -378,17 +314,9 @@ class _Sleepy:
         return MethodOutput(np.maximum(ir, vis))
 
 
-@pytest.fixture
-def sleepy_method():
-    name = 'test_sleepy'
-    register_method(name, lambda **_: _Sleepy(0.3, name))
-    yield name
-    methods._REGISTRY.pop(name, None)
-
-
-def test_slow_method_drops_stale_pairs_instead_of_queueing(context, ivif, sleepy_method):
+def test_slow_method_drops_stale_pairs_instead_of_queueing(context, ivif):
     _, ir, vi = load_pairs(ivif / 'RoadScene', ROAD[:1])[0]
-    h = Harness(context, {'method': sleepy_method})
+    h = Harness(context, {}, pipeline=pipeline_with(_Sleepy(0.3, 'test_sleepy')))
     try:
         thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
         n, t0 = int(3.0 * RATE_HZ), time.perf_counter()
@@ -427,19 +355,19 @@ def test_compressed_input_mono8_output_and_f1(context, ivif):
 
     import cv2
 
-    register_method('test_with_f1', lambda **_: _WithF1())
     _, ir, vi = load_pairs(ivif / 'RoadScene', ROAD[1:2])[0]
     h = None
     try:
-        h = Harness(context, {'method': 'test_with_f1', 'thermal_compressed': True,
-                              'rgb_compressed': True, 'output_encoding': 'mono8',
-                              'publish_f1': True, 'thermal_topic': '/thermal/compressed',
+        h = Harness(context, {'thermal_compressed': True, 'rgb_compressed': True,
+                              'output_encoding': 'mono8', 'publish_f1': True,
+                              'thermal_topic': '/thermal/compressed',
                               'rgb_topic': '/rgb/compressed'},
-                    thermal_type=CompressedImage, rgb_type=CompressedImage)
+                    thermal_type=CompressedImage, rgb_type=CompressedImage,
+                    pipeline=pipeline_with(_WithF1()))
         f1_topic = h.node._pub_f1.topic_name
         assert f1_topic == f'/{h.name}/f1'
         f1 = []
-        h.tester.create_subscription(Image, f1_topic, f1.append, _qos('best_effort', 5))
+        h.tester.create_subscription(Image, f1_topic, f1.append, qos_profile('best_effort', 5))
         h.wait_for(lambda: h.node._pub_f1.get_subscription_count() > 0, 5)
         t_msg = CompressedImage(format='mono16; png compressed mono16')
         t_msg.data = array.array('B', cv2.imencode('.png', ir.astype(np.uint16) * 40)[1]
@@ -459,7 +387,6 @@ def test_compressed_input_mono8_output_and_f1(context, ivif):
     finally:
         if h is not None:
             h.close()
-        methods._REGISTRY.pop('test_with_f1', None)
 
 
 def test_invalid_parameters_stop_the_node_with_a_message(context):
@@ -487,6 +414,87 @@ def test_topic_remapping(context):
     assert not node._worker.is_alive()  # destroy_node joined the worker
 
 
+def _diag_values(node) -> dict[str, str]:
+    return {kv.key: kv.value for kv in node.diagnostics().status[0].values}
+
+
+def test_diagnostics_name_the_backends_that_really_run(context):
+    """The default method's networks report the backend they run on (here a CPU machine with
+    ONNX Runtime: onnxruntime for each), never the requested 'auto'; a baseline has none."""
+    import importlib.util
+
+    h = Harness(context, {})
+    try:
+        values = _diag_values(h.node)
+        report = h.node.backend_report
+        assert values['method'] == resolve_method_name('auto') == 'sgdfuse'
+        assert set(report) == {'stage1', 'refiner'}, report
+        for net, line in report.items():
+            assert values[f'backend_{net}'] == line
+            if importlib.util.find_spec('onnxruntime') and not _cuda():
+                assert line.startswith('onnxruntime'), (net, line)
+        assert values['backend'] == ', '.join(dict.fromkeys(
+            line.split(' ', 1)[0].split(';')[0] for line in report.values()))
+        assert values['backend'] != 'auto' and values['backend_requested'] == 'auto'
+    finally:
+        h.close()
+    h = Harness(context, {'method': 'laplacian'})
+    try:
+        values = _diag_values(h.node)
+        assert h.node.backend_report == {}
+        assert values['method'] == 'laplacian' and values['backend'] == 'none (no network)'
+        assert sorted(k for k in values if k.startswith('backend_')) == ['backend_requested']
+    finally:
+        h.close()
+
+
+def _cuda() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec('torch') is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_run_time_parameters_change_and_the_others_are_read_only(context):
+    node = SgdfuseNode('sgdfuse_dynamic', context=context, parameter_overrides=[
+        Parameter('method', value='mean')])
+    try:
+        assert node.describe_parameter('thermal_timeout').read_only is False
+        assert node.describe_parameter('sync_slop').read_only is True
+        assert 'Allowed: > 0 s' in node.describe_parameter('sync_slop').description
+        ok = node.set_parameters([Parameter('thermal_timeout', value=2.5)])[0]
+        assert ok.successful and node.settings.thermal_timeout == 2.5
+        bad = node.set_parameters([Parameter('thermal_timeout', value=-1.0)])[0]
+        assert not bad.successful and 'thermal_timeout must be > 0 s' in bad.reason
+        assert node.settings.thermal_timeout == 2.5
+        fixed = node.set_parameters([Parameter('sync_slop', value=0.2)])[0]
+        assert not fixed.successful and node.settings.sync_slop == 0.05
+    finally:
+        node.destroy_node()
+
+
+def test_threads_parameter_sets_the_runtime_threads_once(context):
+    from sgdfuse_ros.runtime import set_threads
+    from sgdfuse_ros.runtime.threads import default_threads
+
+    torch = pytest.importorskip('torch')
+    before = torch.get_num_threads()
+    node = SgdfuseNode('sgdfuse_threads', context=context, parameter_overrides=[
+        Parameter('method', value='mean'), Parameter('threads', value=1)])
+    try:
+        assert default_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        node.destroy_node()
+        set_threads(None)
+        torch.set_num_threads(before)
+    with pytest.raises(ParameterError, match='threads must be >= 0'):
+        SgdfuseNode('sgdfuse_threads_bad', context=context,
+                    parameter_overrides=[Parameter('threads', value=-2)])
+
+
 def test_node_process_with_yaml_and_clean_sigint(context, ivif):
     """The console entry's code path: main(), the YAML file, the SHM profile between two
     processes, and a clean exit on Ctrl-C."""
@@ -503,7 +511,7 @@ def test_node_process_with_yaml_and_clean_sigint(context, ivif):
     executor.add_node(tester)
     got = []
     try:
-        qos = _qos('best_effort', 5)
+        qos = qos_profile('best_effort', 5)
         pub_t = tester.create_publisher(Image, '/thermal/image_raw', qos)
         pub_r = tester.create_publisher(Image, '/rgb/image_raw', qos)
         sub = tester.create_subscription(Image, topic, got.append, qos)
@@ -540,7 +548,10 @@ def test_node_process_with_yaml_and_clean_sigint(context, ivif):
         tester.destroy_node()
     assert proc.returncode == 0, out
     assert 'Traceback' not in out, out
-    assert "with method 'laplacian'" in out or 'with method' in out
+    method = resolve_method_name('auto')
+    assert f'with method {method!r} (' in out, out
+    if method != 'laplacian':  # the backends that run the networks, not the parameter 'auto'
+        assert 'stage1 on ' in out and 'stage1 on auto' not in out, out
 
 
 class _MaskUser:
@@ -560,16 +571,15 @@ class _MaskUser:
 
 def test_masks_reach_the_method_and_the_mask_topics(context, ivif):
     user = _MaskUser()
-    register_method(user.name, lambda **_: user)
     _, ir, vi = load_pairs(ivif / 'RoadScene', ROAD[3:4])[0]
     h = None
     try:
-        h = Harness(context, {'method': user.name, 'mask_provider': 'saliency',
-                              'mask_rate': 5.0, 'publish_masks': True})
+        h = Harness(context, {'mask_rate': 5.0, 'publish_masks': True},
+                    pipeline=pipeline_with(user))
         got = {'ir': [], 'rgb': []}
         for key, pub in (('ir', h.node._pub_ir_mask), ('rgb', h.node._pub_rgb_mask)):
             h.tester.create_subscription(Image, pub.topic_name, got[key].append,
-                                         _qos('best_effort', 5))
+                                         qos_profile('best_effort', 5))
         h.wait_for(lambda: h.node._pub_ir_mask.get_subscription_count() > 0, 5)
         thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
         t0 = time.perf_counter()
@@ -585,7 +595,6 @@ def test_masks_reach_the_method_and_the_mask_topics(context, ivif):
     finally:
         if h is not None:
             h.close()
-        methods._REGISTRY.pop(user.name, None)
 
 
 class _SlowMasks:
@@ -611,16 +620,12 @@ class _SlowMasks:
 def test_slow_mask_provider_does_not_stall_fusion(context, ivif):
     """Fusion keeps the camera rate while the masks refresh slowly in their own thread; it
     uses empty masks until the first ones exist and the diagnostics report the masks' state."""
-    from sgdfuse_ros.masks import PROVIDERS, ProviderInfo, register_provider
-
     user, slow = _MaskUser(), _SlowMasks()
-    register_method(user.name, lambda **_: user)
-    register_provider(ProviderInfo(slow.name, lambda opts: slow, lambda: None, 'slow test'))
     _, ir, vi = load_pairs(ivif / 'RoadScene', ROAD[:1])[0]
     h = None
     try:
-        h = Harness(context, {'method': user.name, 'mask_provider': slow.name,
-                              'mask_rate': 2.0, 'mask_max_age': 0.5})
+        h = Harness(context, {'mask_rate': 2.0, 'mask_max_age': 0.5},
+                    pipeline=pipeline_with(user, slow))
         thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
         n, t0 = int(3.0 * RATE_HZ), time.perf_counter()
         for i in range(n):
@@ -641,8 +646,6 @@ def test_slow_mask_provider_does_not_stall_fusion(context, ivif):
     finally:
         if h is not None:
             h.close()
-        methods._REGISTRY.pop(user.name, None)
-        PROVIDERS.pop(slow.name, None)
 
 
 def _rss_mb() -> float:

@@ -15,6 +15,9 @@ import json
 from pathlib import Path
 import sys
 
+from sgdfuse_ros.params import DEFAULTS, OUTPUT_ENCODINGS
+from sgdfuse_ros.runtime.backends import BACKEND_NAMES
+
 
 def _err(msg: str) -> None:
     print(f'sgdfuse bag: error: {msg}', file=sys.stderr)
@@ -35,26 +38,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help='sgdfuse_node parameter file(s) (later files win): their topics, sync '
                    'slop/queue, method, homography and thermal gain are used; the options below '
                    'override them')
-    f.add_argument('--thermal-topic', help='thermal image topic (default /thermal/image_raw)')
-    f.add_argument('--rgb-topic', help='RGB image topic (default /rgb/image_raw)')
-    f.add_argument('--fused-topic', help='output topic (default /fused/image_raw)')
+    f.add_argument('--thermal-topic',
+                   help=f'thermal image topic (default {DEFAULTS["thermal_topic"]})')
+    f.add_argument('--rgb-topic', help=f'RGB image topic (default {DEFAULTS["rgb_topic"]})')
+    f.add_argument('--fused-topic', help=f'output topic (default {DEFAULTS["fused_topic"]})')
     f.add_argument('--slop', type=float, help='largest stamp difference (s) inside a pair '
-                   '(default 0.05, as the node)')
+                   f'(default {DEFAULTS["sync_slop"]:g}, as the node)')
     f.add_argument('--queue-size', type=int, help='frames kept per input while waiting for a '
-                   'partner (default 10, as the node)')
+                   f'partner (default {DEFAULTS["sync_queue_size"]}, as the node)')
     f.add_argument('--only-fused', action='store_true',
                    help='write only the fused topic, not the original topics')
     f.add_argument('--storage', choices=('mcap', 'sqlite3'),
                    help="output storage (default: the input's)")
     f.add_argument('--method', help='fusion method (default auto: the best installed)')
-    f.add_argument('--backend', help='inference backend of network methods (torch, '
-                   'onnxruntime, tensorrt)')
+    f.add_argument('--backend', help='inference backend of network methods ('
+                   + ', '.join(BACKEND_NAMES) + ')')
     f.add_argument('--weights', type=Path, help='weights file of a network method')
     f.add_argument('--mask-provider', help='mask provider for methods that use masks')
     f.add_argument('--mask-checkpoint', type=Path, help='SAM/MobileSAM checkpoint file')
     f.add_argument('--homography', type=float, nargs=9, metavar='H',
                    help='thermal->RGB pixel homography, 9 numbers row-major')
-    f.add_argument('--output-encoding', choices=('rgb8', 'mono8'),
+    f.add_argument('--output-encoding', choices=OUTPUT_ENCODINGS,
                    help='encoding of the fused frames (default rgb8 for colour RGB input)')
     f.add_argument('--json', action='store_true', help='print the summary as one JSON object')
     f.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -120,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     handlers = {'fuse': _fuse, 'play': _play, 'record': _record, 'make-sample': _make_sample,
                 'info': _info}
-    from sgdfuse_ros.ros.bags import BagError
+    from sgdfuse_ros.ros.bag_io import BagError
 
     try:
         return handlers[args.bag_command](args)
@@ -133,81 +137,64 @@ def run(args) -> int:
 
 
 def _fuse_settings(args):
-    """Topics, sync and pipeline configuration from --params and the options."""
-    from sgdfuse_ros.fusion.pipeline import PipelineConfig
-    from sgdfuse_ros.ros import bags
+    """The node settings for ``bag fuse``: the defaults, the --params files over them, the
+    options over those; checked by the node's schema (no rclpy needed)."""
+    from sgdfuse_ros.params import ParameterError, load_node_params, validate_settings
+    from sgdfuse_ros.ros.bag_io import BagError
 
-    if args.params:
-        try:
-            params = bags.load_node_params(*args.params)
-        except ValueError as exc:
-            raise bags.BagError(str(exc)) from exc
-        params.pop('use_sim_time', None)
-        overrides = {'thermal_topic': args.thermal_topic, 'rgb_topic': args.rgb_topic,
-                     'fused_topic': args.fused_topic, 'sync_slop': args.slop,
-                     'sync_queue_size': args.queue_size, 'method': args.method,
-                     'backend': args.backend,
-                     'weights': str(args.weights) if args.weights else None,
-                     'mask_provider': args.mask_provider,
-                     'mask_checkpoint': str(args.mask_checkpoint) if args.mask_checkpoint
-                     else None,
-                     'homography': list(args.homography) if args.homography else None,
-                     'output_encoding': args.output_encoding}
-        params.update({k: v for k, v in overrides.items() if v is not None})
-        if params.get('homography') is None:
-            params.pop('homography', None)
-        try:
-            from sgdfuse_ros.ros.node import ParameterError, validate_settings
-        except ImportError as exc:
-            raise bags.BagError(f'--params needs rclpy (the ros extra): {exc}') from exc
-        try:
-            s = validate_settings(params)
-        except ParameterError as exc:
-            raise bags.BagError(f'{", ".join(map(str, args.params))}: {exc}') from exc
-        return (s.thermal_topic, s.rgb_topic, s.fused_topic, s.sync_slop, s.sync_queue_size,
-                s.pipeline_config(), s.output_encoding)
-    method_options = {}
-    if args.backend:
-        method_options['backend'] = args.backend
-    if args.weights:
-        method_options['weights'] = str(args.weights)
-    mask_options = {'checkpoint': str(args.mask_checkpoint)} if args.mask_checkpoint else {}
-    cfg = PipelineConfig(method=args.method or 'auto', method_options=method_options,
-                         mask_provider=args.mask_provider or 'auto', mask_options=mask_options,
-                         homography=args.homography,
-                         output='mono' if args.output_encoding == 'mono8' else 'color')
-    return (args.thermal_topic or bags.DEFAULT_THERMAL_TOPIC,
-            args.rgb_topic or bags.DEFAULT_RGB_TOPIC,
-            args.fused_topic or bags.DEFAULT_FUSED_TOPIC,
-            bags.DEFAULT_SLOP if args.slop is None else args.slop,
-            bags.DEFAULT_QUEUE_SIZE if args.queue_size is None else args.queue_size,
-            cfg, args.output_encoding)
+    try:
+        values = load_node_params(*args.params) if args.params else {}
+    except ValueError as exc:
+        raise BagError(str(exc)) from exc
+    values.pop('use_sim_time', None)
+    overrides = {'thermal_topic': args.thermal_topic, 'rgb_topic': args.rgb_topic,
+                 'fused_topic': args.fused_topic, 'sync_slop': args.slop,
+                 'sync_queue_size': args.queue_size, 'method': args.method,
+                 'backend': args.backend, 'weights': str(args.weights) if args.weights else None,
+                 'mask_provider': args.mask_provider,
+                 'mask_checkpoint': str(args.mask_checkpoint) if args.mask_checkpoint else None,
+                 'homography': list(args.homography) if args.homography else None,
+                 'output_encoding': args.output_encoding}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return validate_settings(values)
+    except ParameterError as exc:
+        where = f'{", ".join(map(str, args.params))}: ' if args.params else ''
+        raise BagError(f'{where}{exc}') from exc
 
 
 def _fuse(args) -> int:
     from sgdfuse_ros.fusion.pipeline import FusionPipeline
-    from sgdfuse_ros.ros import bags
+    from sgdfuse_ros.ros.bag_fuse import UNDECODABLE, fuse_bag
+    from sgdfuse_ros.ros.bag_io import BagError
+    from sgdfuse_ros.ros.sample_bag import params_file_for
 
-    thermal, rgb, fused, slop, queue, cfg, encoding = _fuse_settings(args)
+    s = _fuse_settings(args)
     try:
-        pipeline = FusionPipeline(cfg)
+        if s.threads:
+            from sgdfuse_ros.runtime import set_threads
+            set_threads(s.threads)
+        pipeline = FusionPipeline(s.pipeline_config())
     except (ValueError, FileNotFoundError, ImportError, TypeError) as exc:
         _err(f'cannot build the fusion pipeline: {exc}')
         return 2
+    # Without --params the output encoding follows the pipeline (mono8 for gray RGB input).
+    encoding = s.output_encoding if (args.params or args.output_encoding) else None
     try:
-        summary = bags.fuse_bag(args.input, args.output, thermal_topic=thermal, rgb_topic=rgb,
-                                fused_topic=fused, slop=slop, queue_size=queue,
-                                only_fused=args.only_fused, pipeline=pipeline,
-                                storage=args.storage, output_encoding=encoding,
-                                progress=not (args.quiet or args.json))
+        summary = fuse_bag(args.input, args.output, thermal_topic=s.thermal_topic,
+                           rgb_topic=s.rgb_topic, fused_topic=s.fused_topic, slop=s.sync_slop,
+                           queue_size=s.sync_queue_size, only_fused=args.only_fused,
+                           pipeline=pipeline, storage=args.storage, output_encoding=encoding,
+                           mask_rate=s.mask_rate, mask_max_age=s.mask_max_age_s,
+                           progress=not (args.quiet or args.json))
     except ValueError as exc:  # slop / queue size
         _err(str(exc))
         return 2
-    except bags.BagError as exc:
-        hint = bags.params_file_for(args.input)
+    except BagError as exc:
+        hint = params_file_for(args.input)
         if 'size mismatch' in str(exc) and hint.is_file() and not args.params:
-            raise bags.BagError(f'{exc}\n  (the homography of this bag is in {hint}: add '
-                                f'--params {hint})') from exc
+            raise BagError(f'{exc}\n  (the homography of this bag is in {hint}: add '
+                           f'--params {hint})') from exc
         raise
     if args.json:
         print(json.dumps(summary.as_dict()))
@@ -215,7 +202,7 @@ def _fuse(args) -> int:
         print(summary.format())
     if not summary.ok:
         _err(f'{len(summary.failures)} pair(s) not fused and '
-             f'{sum(c.get(bags.UNDECODABLE, 0) for c in summary.unmatched.values())} '
+             f'{sum(c.get(UNDECODABLE, 0) for c in summary.unmatched.values())} '
              f'undecodable frame(s); the {summary.pairs_fused} fused pair(s) are in '
              f'{summary.output}')
         return 1
@@ -223,10 +210,10 @@ def _fuse(args) -> int:
 
 
 def _play(args) -> int:
-    from sgdfuse_ros.ros import bags
+    from sgdfuse_ros.ros.live import play_bag
 
     try:
-        stats = bags.play_bag(args.input, rate=args.rate, loop=args.loop, clock=args.clock,
+        stats = play_bag(args.input, rate=args.rate, loop=args.loop, clock=args.clock,
                               topics=args.topics,
                               qos_reliability='reliable' if args.reliable else 'best_effort',
                               qos_depth=args.qos_depth,
@@ -239,13 +226,13 @@ def _play(args) -> int:
 
 
 def _record(args) -> int:
-    from sgdfuse_ros.ros import bags
+    from sgdfuse_ros.ros.live import record_bag
 
     if args.max_messages is not None and args.max_messages < 1:
         _err('--max-messages must be >= 1')
         return 2
     try:
-        stats = bags.record_bag(args.output, args.topics, duration=args.duration,
+        stats = record_bag(args.output, args.topics, duration=args.duration,
                                 max_messages=args.max_messages, storage=args.storage)
     except (ValueError, ImportError) as exc:
         _err(str(exc))
@@ -259,10 +246,10 @@ def _record(args) -> int:
 
 
 def _make_sample(args) -> int:
-    from sgdfuse_ros.ros import bags
+    from sgdfuse_ros.ros.sample_bag import make_sample_bag
 
     try:
-        info = bags.make_sample_bag(
+        info = make_sample_bag(
             args.output, args.pairs, rate_hz=args.rate, frames=args.frames, repeat=args.repeat,
             hold=args.hold, thermal_encoding=args.thermal_encoding,
             rgb_encoding=args.rgb_encoding, visible_size=args.visible_size,
@@ -276,9 +263,9 @@ def _make_sample(args) -> int:
 
 
 def _info(args) -> int:
-    from sgdfuse_ros.ros import bags
+    from sgdfuse_ros.ros.bag_io import bag_info
 
-    info = bags.bag_info(args.input)
+    info = bag_info(args.input)
     print(f'{info["path"]}: {info["storage"]}, {info["message_count"]} message(s), '
           f'{info["duration_s"]:.2f} s')
     for topic, (kind, count) in info['topics'].items():

@@ -2,13 +2,14 @@
 
 1. Make a sample bag from the bundled pairs: RGB 640x480 ``rgb8`` and a thermal camera of its
    own resolution (320x256 ``mono16`` radiometric counts) with jittered stamps, plus the
-   thermal -> RGB homography (:func:`.bags.make_sample_bag`).
+   thermal -> RGB homography (:func:`sgdfuse_ros.ros.sample_bag.make_sample_bag`).
 2. Start ``sgdfuse_node`` as a separate process with a parameter file (topics, method,
    homography, masks published) and the Fast DDS profile of ``config/fastdds_shm.xml``. ROS
-   traffic stays on this machine (localhost discovery, a random ``ROS_DOMAIN_ID`` unless one
-   is set, as ``scripts/env.sh`` does).
-3. Play the bag into it in real time (:class:`.bags.BagPlayer`) and record the fused topic and
-   the mask topics (:class:`.bags.BagRecorder`), and the node's ``/diagnostics``.
+   traffic stays on this machine (:func:`sgdfuse_ros.ros.graph.ros_env_defaults`: localhost
+   discovery, a random ``ROS_DOMAIN_ID`` unless one is set, as ``scripts/env.sh`` does).
+3. Play the bag into it in real time (:class:`sgdfuse_ros.ros.live.BagPlayer`) and record the
+   fused topic and the mask topics (:class:`sgdfuse_ros.ros.live.BagRecorder`), and the node's
+   ``/diagnostics``.
 4. Print throughput, latency (RGB frame published -> fused frame received) and the metric table
    of the fused frames; write a contact sheet (thermal, RGB, masks, fused) as a PNG.
 
@@ -21,7 +22,6 @@ import argparse
 from dataclasses import dataclass
 import os
 from pathlib import Path
-import random
 import shutil
 import signal
 import struct
@@ -32,14 +32,15 @@ import time
 
 import numpy as np
 
+from sgdfuse_ros.params import DEFAULTS, NODE_NAME, node_params_yaml
+
 #: What the demo writes into its output folder (removed first when they exist).
 SAMPLE_BAG = 'sample_bag'
 FUSED_BAG = 'fused_bag'
 NODE_PARAMS = 'node_params.yaml'
 NODE_LOG = 'node.log'
 CONTACT_SHEET = 'contact_sheet.png'
-NODE_NAME = 'sgdfuse'
-FUSED_TOPIC = '/fused/image_raw'
+FUSED_TOPIC = DEFAULTS['fused_topic']
 MASK_TOPICS = (f'/{NODE_NAME}/ir_mask', f'/{NODE_NAME}/rgb_mask')
 
 
@@ -75,7 +76,7 @@ class DemoConfig:
 
 
 def run_demo_command(args) -> int:
-    from sgdfuse_ros.ros.bags import parse_size
+    from sgdfuse_ros.ros.sample_bag import parse_size
 
     try:
         cfg = DemoConfig(out=args.out, method=args.method, rate_hz=args.rate, hold=args.hold,
@@ -90,26 +91,6 @@ def run_demo_command(args) -> int:
 
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def _set_ros_env() -> Path | None:
-    """Localhost-only discovery, a random domain unless one is set, the SHM profile."""
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(101, 200)))
-    os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
-    profile = _find_config('fastdds_shm.xml')
-    if profile is not None:
-        os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', str(profile))
-        os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
-    return profile
-
-
-def _find_config(name: str) -> Path | None:
-    """A file of config/: in the source tree, or installed under share/sgdfuse_ros."""
-    for root in (Path(__file__).resolve().parents[2], Path(sys.prefix) / 'share' / 'sgdfuse_ros'):
-        if (root / 'config' / name).is_file():
-            return root / 'config' / name
-    return None
 
 
 def _node_command() -> list[str]:
@@ -128,19 +109,18 @@ def _cdr_stamp(raw: bytes) -> int:
 
 
 def _write_params(path: Path, sample, method: str) -> None:
-    hom = sample.homography_list()
-    lines = ['# sgdfuse_node parameters of the demo (written by `sgdfuse demo`); the others take',
-             '# the defaults of config/sgdfuse.yaml.', '/**:', '  ros__parameters:',
-             f'    thermal_topic: {sample.thermal_topic}', f'    rgb_topic: {sample.rgb_topic}',
-             f'    fused_topic: {FUSED_TOPIC}', f'    method: {method}',
-             '    publish_masks: true', '    diagnostics_period: 0.5',
-             # The sample scenes change every 6 frames; the default mask provider (saliency,
-             # about 20 ms) refreshes at 5 Hz here, so the contact sheet shows each scene's own
-             # masks.
-             '    mask_rate: 5.0']
-    if hom:
-        lines.append('    homography: [' + ', '.join(repr(x) for x in hom) + ']')
-    path.write_text('\n'.join(lines) + '\n')
+    values = {'thermal_topic': sample.thermal_topic, 'rgb_topic': sample.rgb_topic,
+              'fused_topic': FUSED_TOPIC, 'method': method, 'publish_masks': True,
+              'diagnostics_period': 0.5,
+              # The sample scenes change every 6 frames; the default mask provider (saliency,
+              # about 20 ms) refreshes at 5 Hz here, so the contact sheet shows each scene's
+              # own masks.
+              'mask_rate': 5.0}
+    if sample.homography is not None:
+        values['homography'] = sample.homography_list()
+    path.write_text(node_params_yaml(values, comments=[
+        'sgdfuse_node parameters of the demo (written by `sgdfuse demo`); the others take',
+        'the defaults of config/sgdfuse.yaml.']))
 
 
 class _NodeProcess:
@@ -196,7 +176,9 @@ def run_demo(cfg: DemoConfig) -> int:
         print('sgdfuse demo: error: the live demo needs rclpy (pip install "sgdfuse_ros[ros]"); '
               '`sgdfuse demo --offline` runs without ROS', file=sys.stderr)
         return 2
-    from sgdfuse_ros.ros import bags
+    from sgdfuse_ros.ros.bag_io import BagError
+    from sgdfuse_ros.ros.graph import ros_env_defaults
+    from sgdfuse_ros.ros.sample_bag import make_sample_bag
 
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
@@ -209,15 +191,15 @@ def run_demo(cfg: DemoConfig) -> int:
 
     _say(f'[1/4] sample bag from the bundled pairs -> {out / SAMPLE_BAG}')
     try:
-        sample = bags.make_sample_bag(out / SAMPLE_BAG, rate_hz=cfg.rate_hz, hold=cfg.hold,
-                                      visible_size=cfg.visible_size,
-                                      thermal_size=cfg.thermal_size, storage=cfg.storage)
-    except (bags.BagError, ValueError) as exc:
+        sample = make_sample_bag(out / SAMPLE_BAG, rate_hz=cfg.rate_hz, hold=cfg.hold,
+                                 visible_size=cfg.visible_size, thermal_size=cfg.thermal_size,
+                                 storage=cfg.storage)
+    except (BagError, ValueError) as exc:
         print(f'sgdfuse demo: error: {exc}', file=sys.stderr)
         return 2
     _say('      ' + sample.format().replace('\n', '\n      '))
 
-    profile = _set_ros_env()
+    profile = ros_env_defaults()
     _write_params(out / NODE_PARAMS, sample, cfg.method)
     _say(f'[2/4] starting sgdfuse_node (ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}, discovery '
          f'{os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"]}, DDS profile '
@@ -259,14 +241,16 @@ def _run_graph(cfg: DemoConfig, sample, node_proc: _NodeProcess, live: _Live, ou
     from rclpy.executors import SingleThreadedExecutor
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from sgdfuse_ros.ros import bags
+    from sgdfuse_ros.ros.bag_io import IMAGE
+    from sgdfuse_ros.ros.graph import spin
+    from sgdfuse_ros.ros.live import BagPlayer, BagRecorder
 
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node('sgdfuse_demo', context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=bags._spin, args=(executor,), daemon=True)
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     recorder = None
     stop = threading.Event()
     try:
@@ -283,16 +267,16 @@ def _run_graph(cfg: DemoConfig, sample, node_proc: _NodeProcess, live: _Live, ou
             else:
                 live.masks_received += 1
 
-        recorder = bags.BagRecorder(node, out / FUSED_BAG, [FUSED_TOPIC, *MASK_TOPICS],
+        recorder = BagRecorder(node, out / FUSED_BAG, [FUSED_TOPIC, *MASK_TOPICS],
                                     storage=cfg.storage,
-                                    types={t: bags.IMAGE for t in (FUSED_TOPIC, *MASK_TOPICS)},
+                                    types={t: IMAGE for t in (FUSED_TOPIC, *MASK_TOPICS)},
                                     on_message=on_message)
 
         def on_publish(topic: str, _log: int, raw: bytes, wall_ns: int) -> None:
             if topic == sample.rgb_topic:
                 live.rgb_published[_cdr_stamp(raw)] = wall_ns
 
-        player = bags.BagPlayer(node, sample.path, on_publish=on_publish)
+        player = BagPlayer(node, sample.path, on_publish=on_publish)
         spinner.start()
 
         t0 = time.monotonic()
@@ -411,19 +395,19 @@ def _pick_frames(sample, live: _Live) -> list[tuple[int, int, int]]:
 
 def _load_frames(sample, out: Path, frames) -> list[dict]:
     """Thermal, RGB, masks and fused images of the chosen frames (from the two bags)."""
-    from sgdfuse_ros.ros import bags
     from sgdfuse_ros.ros import convert
+    from sgdfuse_ros.ros.bag_io import read_messages, stamp_ns
 
     want = {rgb: {'scene': scene, 'thermal_stamp': th} for scene, rgb, th in frames}
     by_thermal = {v['thermal_stamp']: k for k, v in want.items()}
-    for topic, _, msg in bags.read_messages(sample.path):
-        s = bags.stamp_ns(msg)
+    for topic, _, msg in read_messages(sample.path):
+        s = stamp_ns(msg)
         if topic == sample.rgb_topic and s in want:
             want[s]['rgb'] = convert.visible_from_msg(msg, use_cv_bridge=False)
         elif topic == sample.thermal_topic and s in by_thermal:
             want[by_thermal[s]]['thermal'] = convert.thermal_from_msg(msg, use_cv_bridge=False)
-    for topic, _, msg in bags.read_messages(out / FUSED_BAG):
-        s = bags.stamp_ns(msg)
+    for topic, _, msg in read_messages(out / FUSED_BAG):
+        s = stamp_ns(msg)
         if s in want:
             key = 'fused' if topic == FUSED_TOPIC else topic.rsplit('/', 1)[-1]
             img = convert.image_to_numpy(msg, use_cv_bridge=False)

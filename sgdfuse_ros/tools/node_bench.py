@@ -40,13 +40,7 @@ import time
 
 import numpy as np
 
-
-def _set_ros_env() -> None:
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 200)))
-    profile = Path(__file__).resolve().parents[2] / 'config' / 'fastdds_shm.xml'
-    if profile.is_file():
-        os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', str(profile))
+from sgdfuse_ros.ros.graph import qos_profile, ros_env_defaults
 
 
 def _percentiles(values) -> dict[str, float]:
@@ -70,8 +64,9 @@ def _cpu_name() -> str:
 
 def _load_pairs(data: Path | None, size: tuple[int, int], limit: int = 8):
     from sgdfuse_ros.core.imaging import dataset_pairs, read_image, resize
+    from sgdfuse_ros.core.paths import samples_dir
 
-    root = data or Path(__file__).resolve().parents[1] / 'data' / 'samples'
+    root = data or samples_dir()
     pairs = dataset_pairs(root)[:limit]
     if not pairs:
         raise SystemExit(f'no image pairs under {root} (expected ir/ and vi/)')
@@ -88,14 +83,14 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
                   thermal: str = 'mono16', data: Path | None = None,
                   params: dict | None = None) -> dict:
     """Run the node benchmark; returns the figures (see the module docstring)."""
-    _set_ros_env()
+    ros_env_defaults()
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
 
     from sgdfuse_ros.ros import convert
-    from sgdfuse_ros.ros.node import SgdfuseNode, _qos
+    from sgdfuse_ros.ros.node import SgdfuseNode
 
     pairs = _load_pairs(data, size)
     msgs = []
@@ -113,7 +108,7 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
     node = SgdfuseNode('sgdfuse_bench', context=ctx, parameter_overrides=[
         Parameter(k, value=v) for k, v in overrides.items()])
     driver = rclpy.create_node('sgdfuse_bench_driver', context=ctx)
-    qos = _qos(node.settings.qos_reliability, node.settings.qos_depth)
+    qos = qos_profile(node.settings.qos_reliability, node.settings.qos_depth)
     pub_t = driver.create_publisher(Image, node.settings.thermal_topic, qos)
     pub_r = driver.create_publisher(Image, node.settings.rgb_topic, qos)
     received: dict[int, float] = {}
@@ -238,11 +233,9 @@ def transport_check(*, size: tuple[int, int], rate: float, duration: float) -> d
     import array
     import subprocess
 
-    _set_ros_env()
+    ros_env_defaults()
     import rclpy
     from sensor_msgs.msg import Image
-
-    from sgdfuse_ros.ros.node import _qos
 
     topic = f'/sgdfuse_transport_check_{random.randrange(1 << 20)}'
     receiver = subprocess.Popen(
@@ -252,7 +245,7 @@ def transport_check(*, size: tuple[int, int], rate: float, duration: float) -> d
     rclpy.init(context=ctx)
     node = rclpy.create_node('sgdfuse_transport_check', context=ctx)
     try:
-        pub = node.create_publisher(Image, topic, _qos('best_effort', 5))
+        pub = node.create_publisher(Image, topic, qos_profile('best_effort', 5))
         deadline = time.time() + 30
         while time.time() < deadline and not pub.get_subscription_count():
             time.sleep(0.05)
@@ -276,11 +269,9 @@ def transport_check(*, size: tuple[int, int], rate: float, duration: float) -> d
 
 
 def _receive(topic: str, duration: float) -> int:
-    _set_ros_env()
+    ros_env_defaults()
     import rclpy
     from sensor_msgs.msg import Image
-
-    from sgdfuse_ros.ros.node import _qos
 
     rclpy.init()
     node = rclpy.create_node('sgdfuse_transport_receiver')
@@ -290,7 +281,7 @@ def _receive(topic: str, duration: float) -> int:
         count[0] += 1
         last[0] = time.time()
 
-    node.create_subscription(Image, topic, on_image, _qos('best_effort', 5))
+    node.create_subscription(Image, topic, on_image, qos_profile('best_effort', 5))
     t0 = time.time()
     # until the duration ends, or the sender has been silent for 1.5 s after sending something
     while time.time() - t0 < duration and not (count[0] and time.time() - last[0] > 1.5):

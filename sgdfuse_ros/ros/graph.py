@@ -1,0 +1,83 @@
+"""Joining the ROS 2 graph: environment defaults, QoS profiles, message classes, spinning.
+
+Shared by the node, the live bag player and recorder, the demo and the benchmarks, so they all
+meet on the same terms. Importing this module does not import rclpy: :func:`ros_env_defaults`
+must run before the first rclpy context exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+import random
+import sys
+
+#: ``ROS_DOMAIN_ID`` range drawn from when none is set (``scripts/env.sh`` uses the same), away
+#: from the low ids other ROS users on a machine tend to pick.
+DOMAIN_IDS = (101, 200)
+DDS_PROFILE = 'fastdds_shm.xml'
+
+
+def config_file(name: str) -> Path | None:
+    """A file of the package's ``config/``: in the source tree, or installed under
+    ``share/sgdfuse_ros``; None when neither has it."""
+    for root in (Path(__file__).resolve().parents[2], Path(sys.prefix) / 'share' / 'sgdfuse_ros'):
+        if (root / 'config' / name).is_file():
+            return root / 'config' / name
+    return None
+
+
+def ros_env_defaults() -> Path | None:
+    """Keep ROS 2 traffic on this machine and let large images through, unless configured.
+
+    Sets, when unset: localhost-only discovery, a random ``ROS_DOMAIN_ID`` in
+    :data:`DOMAIN_IDS` (parallel runs do not hear each other), Fast DDS as the middleware, and
+    the package's shared-memory profile ``config/fastdds_shm.xml`` (both the Fast DDS 2 and 3
+    variable). Returns the profile in effect (None: Fast DDS's default). ``scripts/env.sh`` does
+    the same for a shell.
+    """
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(*DOMAIN_IDS)))
+    os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+    profile = config_file(DDS_PROFILE)
+    if profile is not None:
+        os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', str(profile))
+        os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
+    chosen = os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE')
+    return Path(chosen) if chosen else None
+
+
+def qos_profile(reliability: str, depth: int):
+    """An rclpy QoS profile: keep last ``depth``, ``best_effort`` (sensor data) or
+    ``reliable``, volatile."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    if reliability not in ('best_effort', 'reliable'):
+        raise ValueError(f'reliability must be best_effort or reliable, got {reliability!r}')
+    if depth < 1:
+        raise ValueError(f'QoS depth must be >= 1, got {depth}')
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=(ReliabilityPolicy.BEST_EFFORT if reliability == 'best_effort'
+                                   else ReliabilityPolicy.RELIABLE),
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def msg_class(msgtype: str):
+    """The rclpy message class of ``pkg/msg/Name``, or None when it is not installed."""
+    try:
+        pkg, kind, name = msgtype.split('/')
+        return getattr(importlib.import_module(f'{pkg}.{kind}'), name)
+    except (ValueError, ImportError, AttributeError):
+        return None
+
+
+def spin(executor) -> None:
+    """Spin ``executor`` until it is shut down (a thread target)."""
+    try:
+        executor.spin()
+    except Exception:  # noqa: BLE001 - ExternalShutdownException at the end
+        pass
+
+
+__all__ = ['DOMAIN_IDS', 'config_file', 'msg_class', 'qos_profile', 'ros_env_defaults', 'spin']
