@@ -178,6 +178,19 @@ def merge_luma(fused_y: np.ndarray, visible: np.ndarray) -> np.ndarray:
     return to_uint8(ycbcr_to_rgb(fused_y, cb, cr))
 
 
+#: BT.601 luma weights of R, G and B.
+BT601 = (0.299, 0.587, 0.114)
+
+
+def planar_luma(x: np.ndarray) -> np.ndarray:
+    """Luma ``H x W`` of a planar ``(C, H, W)`` image with C = 1 (itself) or 3 (RGB, BT.601):
+    the networks' channel-first outputs, where :func:`rgb_to_gray` takes ``H x W x 3``."""
+    if x.shape[0] == 1:
+        return x[0]
+    r, g, b = BT601
+    return r * x[0] + g * x[1] + b * x[2]
+
+
 def visible_luma(visible: np.ndarray) -> np.ndarray:
     """Luma of a visible frame (gray or RGB) as float32 ``[0, 1]``."""
     if visible.ndim == 2:
@@ -294,6 +307,23 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return img
     shrink = w * h < img.shape[0] * img.shape[1]
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def parse_size(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """A frame size ``(W, H)`` from ``'640x480'``; a ``(W, H)`` tuple is checked and passed
+    through, None stays None. Raises ``ValueError`` naming the expected form."""
+    if text is None:
+        return None
+    try:
+        if isinstance(text, (tuple, list)):
+            w, h = (int(v) for v in text)
+        else:
+            w, h = (int(v) for v in str(text).lower().split('x'))
+    except (TypeError, ValueError):
+        raise ValueError(f'a size is WIDTHxHEIGHT, e.g. 640x480; got {text!r}') from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f'a size must be positive, got {text!r}')
+    return w, h
 
 
 def parse_homography(values) -> np.ndarray | None:

@@ -487,6 +487,15 @@ def compute_metrics(fused: np.ndarray, ir: np.ndarray, vis: np.ndarray,
     return {n: float(_METRICS[n](f, a, b, convention)) for n in names}
 
 
+def mean_metrics(per_item: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """The mean of each metric over items (pairs, images): ``{item: {metric: value}}`` ->
+    ``{metric: mean}``, the metrics of the first item in its order."""
+    if not per_item:
+        raise ValueError('no metrics to average')
+    names = next(iter(per_item.values())).keys()
+    return {k: float(np.mean([m[k] for m in per_item.values()])) for k in names}
+
+
 def format_table(rows: Mapping[str, Mapping[str, float]],
                  names: Iterable[str] | None = None, *,
                  precision: int = 4, label: str = 'method') -> str:
