@@ -70,6 +70,23 @@ def tiled_noise(tile: torch.Tensor, height, width) -> torch.Tensor:
     return tile.repeat(1, 1, reps_h, reps_w)[:, :, :height, :width]
 
 
+def _sqrt(v):
+    return v.sqrt() if torch.is_tensor(v) else math.sqrt(v)
+
+
+def ddim_update(x_t: torch.Tensor, x0_hat: torch.Tensor, a_t, a_p) -> torch.Tensor:
+    """The deterministic DDIM update (see the module docstring) from ``x_t`` to the previous
+    timestep, given ``alpha_bar`` at both: ``a_t`` and ``a_p``, tensors broadcastable to
+    ``x_t`` or Python floats (constants of an exported graph). ``a_p = 1`` returns
+    ``x0_hat``. The one place the update is written: the sampler, the one-step module and the
+    one-graph sampler all call it."""
+    noise_scale = _sqrt(1.0 - a_t)
+    noise_scale = noise_scale.clamp_min(1e-4) if torch.is_tensor(noise_scale) else \
+        max(noise_scale, 1e-4)
+    eps = (x_t - _sqrt(a_t) * x0_hat) / noise_scale
+    return _sqrt(a_p) * x0_hat + _sqrt(1.0 - a_p) * eps
+
+
 class Diffusion:
     """The linear-beta schedule and the operations on it (tensors on any device)."""
 
@@ -89,8 +106,19 @@ class Diffusion:
         self.abar_ext = torch.from_numpy(np.concatenate([[1.0], abar]).astype(np.float32))
 
     def describe(self) -> dict:
+        """The schedule as stored in a checkpoint (``diffusion`` entry)."""
         return {'T': self.T, 'beta_start': self.beta_start, 'beta_end': self.beta_end,
                 'schedule': 'linear'}
+
+    @classmethod
+    def from_description(cls, d: dict | None) -> 'Diffusion':
+        """The schedule a checkpoint's ``diffusion`` entry (:meth:`describe`) names; the
+        defaults for a checkpoint without one."""
+        d = d or {}
+        if d.get('schedule', 'linear') != 'linear':
+            raise ValueError(f'unknown diffusion schedule {d.get("schedule")!r}')
+        return cls(int(d.get('T', T_DEFAULT)), float(d.get('beta_start', BETA_START)),
+                   float(d.get('beta_end', BETA_END)))
 
     def abar(self, t: torch.Tensor | int, like: torch.Tensor | None = None) -> torch.Tensor:
         """``alpha_bar_t`` for integer ``t`` in ``[-1, T-1]`` (``-1`` -> 1), shaped
@@ -122,8 +150,7 @@ class Diffusion:
         """One deterministic DDIM update from ``t`` to ``t_prev`` (``-1``: returns ``x0_hat``)."""
         a_t = self.abar(t, x_t).to(x_t.dtype)
         a_p = self.abar(t_prev, x_t).to(x_t.dtype)
-        eps = (x_t - a_t.sqrt() * x0_hat) / (1.0 - a_t).sqrt().clamp_min(1e-4)
-        return a_p.sqrt() * x0_hat + (1.0 - a_p).sqrt() * eps
+        return ddim_update(x_t, x0_hat, a_t, a_p)
 
     def start(self, f1: torch.Tensor, t_start: int, start: str = 'f1',
               noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,8 +241,7 @@ class DenoiseStep(nn.Module):
         t_prev = self.next_t[t]
         a_t = self.abar_ext[t + 1].reshape(1, 1, 1, 1)
         a_p = self.abar_ext[t_prev + 1].reshape(1, 1, 1, 1)
-        eps = (x - a_t.sqrt() * x0) / (1.0 - a_t).sqrt().clamp_min(1e-4)
-        return a_p.sqrt() * x0 + (1.0 - a_p).sqrt() * eps
+        return ddim_update(x, x0, a_t, a_p)
 
 
 class Sampler(nn.Module):
@@ -255,9 +281,5 @@ class Sampler(nn.Module):
         b = f1.shape[0]
         for t, (a_t, a_p, t_prev) in zip(self.timesteps, self.coef):
             x0 = self.net(x, cond, torch.full((b,), t, dtype=torch.long, device=f1.device))
-            if t_prev < 0:
-                x = x0
-            else:
-                eps = (x - math.sqrt(a_t) * x0) * (1.0 / max(math.sqrt(1.0 - a_t), 1e-4))
-                x = math.sqrt(a_p) * x0 + math.sqrt(1.0 - a_p) * eps
+            x = x0 if t_prev < 0 else ddim_update(x, x0, a_t, a_p)
         return to_image(x)

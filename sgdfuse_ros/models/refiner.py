@@ -456,6 +456,13 @@ class SamplerSettings:
     start: str = 'f1'
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> 'SamplerSettings':
+        """The settings a checkpoint's ``sampler`` entry gives (defaults where it has none)."""
+        s, d = meta.get('sampler') or {}, cls()
+        return cls(steps=int(s.get('steps', d.steps)), t_start=int(s.get('t_start', d.t_start)),
+                   start=s.get('start', d.start), extra=dict(s.get('extra') or {}))
+
 
 def make_checkpoint(model: RefinerNet, *, half: bool = False, role: str = 'teacher',
                     sampler: SamplerSettings | None = None, **extra) -> dict[str, Any]:

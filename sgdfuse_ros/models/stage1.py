@@ -52,6 +52,7 @@ import torch.nn.functional as F
 
 from .checkpoint import (config_from_dict, load_fp32_state_dict, read_tagged_checkpoint,
                          tagged_checkpoint)
+from .export_spec import ExportSpec
 
 CHECKPOINT_FORMAT = 'sgdfuse-stage1'
 CHECKPOINT_VERSION = 1
@@ -451,3 +452,29 @@ def load_stage1(path: str | os.PathLike, map_location: str | torch.device = 'cpu
     model.to(map_location).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ('state_dict', 'optimizer')}
     return model, meta
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX export
+# ----------------------------------------------------------------------------------------------
+
+def stage1_spec(model: Stage1Net, size: tuple[int, int] = (480, 640)) -> ExportSpec:
+    """How stage 1 exports: ``(ir, vis)`` ``1 x C x H x W`` -> ``f1``, dynamic H and W, checked
+    on a real pair (the luma broadcast to the network's channels)."""
+    import numpy as np
+
+    c = model.config.in_channels
+    dyn = {2: 'height', 3: 'width'}
+
+    def make(h, w):
+        return (torch.rand(1, c, h, w), torch.rand(1, c, h, w))
+
+    def real(ir, vis, h, w):
+        ti = torch.from_numpy(np.ascontiguousarray(ir, np.float32))[None, None]
+        tv = torch.from_numpy(np.ascontiguousarray(vis, np.float32))[None, None]
+        return ti.expand(1, c, h, w).contiguous(), tv.expand(1, c, h, w).contiguous()
+
+    return ExportSpec('stage1', ('ir', 'vis'), ('f1',), make, real,
+                      dynamic_axes={'ir': dyn, 'vis': dyn, 'f1': dyn},
+                      multiple=model.multiple, size=size,
+                      meta={'config': asdict(model.config)})
