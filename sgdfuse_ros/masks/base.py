@@ -190,9 +190,9 @@ class MaskOptions:
     backend: str = 'auto'
     #: ``cpu`` or ``cuda[:N]``.
     device: str = 'cpu'
-    #: CPU threads of the networks (default: the cores this process may use). ONNX Runtime
-    #: sessions get their own pools; for PyTorch this sets ``torch.set_num_threads``, which is
-    #: process-wide.
+    #: CPU threads of each ONNX Runtime session of the networks (default: the runtime's
+    #: default, see :func:`sgdfuse_ros.runtime.set_threads`). PyTorch's thread count is
+    #: process-wide and left to whoever owns the process (``set_threads``).
     threads: int | None = None
     #: Where encoder ONNX exports are cached (default: the runtime's engines folder).
     engines_dir: str | None = None
@@ -392,6 +392,10 @@ class NoneProvider:
 
     def describe(self) -> str:
         return 'none (zero masks)'
+
+    def backend_report(self) -> dict[str, str]:
+        """No networks: ``{}``."""
+        return {}
 
     def __call__(self, ir: np.ndarray, visible: np.ndarray) -> MaskResult:
         t0 = _now()

@@ -229,6 +229,10 @@ class SaliencyProvider:
     def describe(self) -> str:
         return f'saliency (non-learned, up to {self.max_regions} regions per modality)'
 
+    def backend_report(self) -> dict[str, str]:
+        """No networks: ``{}``."""
+        return {}
+
     def __call__(self, ir: np.ndarray, visible: np.ndarray) -> MaskResult:
         t0 = time.perf_counter()
         ir, visible = check_frames(ir, visible)

