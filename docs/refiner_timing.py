@@ -10,13 +10,14 @@ import time
 
 import cv2
 import numpy as np
-import torch
 
 from sgdfuse_ros.core.paths import samples_dir
 from sgdfuse_ros.core import imaging
 from sgdfuse_ros.masks import build_provider
-from sgdfuse_ros.fusion.networks import Stage1Method
-from sgdfuse_ros.fusion.refiner import STUDENT_WEIGHTS, TEACHER_WEIGHTS, RefinerRunner
+from sgdfuse_ros.fusion.sgdfuse import RefinerRunner
+from sgdfuse_ros.fusion.stage1 import Stage1Method
+from sgdfuse_ros.models.weights import STUDENT_WEIGHTS, TEACHER_WEIGHTS
+from sgdfuse_ros.runtime import set_threads
 
 
 def bench(fn, runs: int, warmup: int) -> tuple[float, float]:
@@ -31,7 +32,7 @@ def bench(fn, runs: int, warmup: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    set_threads(2)
     pair = imaging.dataset_pairs(samples_dir())[0]
     ir = imaging.read_image(pair.ir)
     ir = imaging.to_float(cv2.resize(ir if ir.ndim == 2 else ir[..., 0], (640, 480)))

@@ -105,8 +105,9 @@ def run_ablation(args, log=print) -> dict[str, Any]:
 
     from sgdfuse_ros.masks import build_provider
     from sgdfuse_ros.core.metrics import HEADLINE, compute_metrics
-    from sgdfuse_ros.fusion.networks import Stage1Method
-    from sgdfuse_ros.fusion.refiner import ABLATION_DIR, STUDENT_WEIGHTS, RefinerRunner
+    from sgdfuse_ros.fusion.sgdfuse import RefinerRunner
+    from sgdfuse_ros.fusion.stage1 import Stage1Method
+    from sgdfuse_ros.models.weights import ABLATION_DIR, STUDENT_WEIGHTS
 
     pairs = _pairs(args)
     if not pairs:

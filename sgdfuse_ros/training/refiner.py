@@ -46,19 +46,21 @@ import torch
 
 from sgdfuse_ros.core import imaging
 from sgdfuse_ros.core.hashing import sha256_file
-from sgdfuse_ros.fusion.networks import fuse_arrays, planar_luma
-from sgdfuse_ros.fusion.refiner import refine_arrays
+from sgdfuse_ros.core.imaging import planar_luma
+from sgdfuse_ros.core.metrics import mean_metrics
 from sgdfuse_ros.models.checkpoint import load_fp32_state_dict
 from sgdfuse_ros.models.diffusion import Diffusion, to_image, to_model
 from sgdfuse_ros.models.refiner import (PRESETS, RefinerNet, SamplerSettings, build_condition,
                                         config_from_checkpoint, count_params, gflops_per_step,
                                         make_checkpoint, preset, read_checkpoint)
+from sgdfuse_ros.models.run import fuse_arrays, refine_arrays
+from sgdfuse_ros.models.weights import STAGE1_WEIGHTS
 from .common import ema_of, pick_device, resume_training, run_steps, save_atomic
 from .data import CropSampler, Pair, expand_data_dirs, load_pair, split_pairs
 from .refiner_config import (RefinerTrainConfig, add_distill_arguments, add_stage2_arguments,
                              config_from_args)
 from .refiner_losses import RefinerLoss
-from .stage1 import count_wins, evaluate, mean_metrics
+from .stage1 import count_wins, evaluate
 
 LogFn = Callable[[str], None]
 
@@ -92,7 +94,6 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
 def stage1_weights_path(cfg: RefinerTrainConfig) -> Path:
     if cfg.stage1:
         return Path(cfg.stage1)
-    from sgdfuse_ros.fusion.networks import STAGE1_WEIGHTS
     return STAGE1_WEIGHTS
 
 

@@ -25,8 +25,10 @@ import torch
 
 from sgdfuse_ros.core import imaging
 from sgdfuse_ros.core.hashing import sha256_file
-from sgdfuse_ros.fusion.networks import fuse_arrays, planar_luma
+from sgdfuse_ros.core.imaging import planar_luma
+from sgdfuse_ros.core.metrics import mean_metrics
 from sgdfuse_ros.models.checkpoint import load_fp32_state_dict
+from sgdfuse_ros.models.run import fuse_arrays
 from sgdfuse_ros.models.stage1 import (PRESETS, Stage1Net, count_params, gflops_per_frame,
                                        make_checkpoint, preset, read_checkpoint)
 from .common import ema_of, pick_device, resume_training, run_steps, save_atomic
@@ -49,11 +51,6 @@ def evaluate(fuse: Callable[[Pair], np.ndarray], pairs: list[Pair]) -> dict[str,
         ir8, vis8 = imaging.to_uint8(planar_luma(p.ir)), imaging.to_uint8(planar_luma(p.vis))
         out[f'{p.set}/{p.name}'] = compute_metrics(imaging.to_uint8(fuse(p)), ir8, vis8)
     return out
-
-
-def mean_metrics(per_pair: dict[str, dict]) -> dict[str, float]:
-    keys = next(iter(per_pair.values())).keys()
-    return {k: float(np.mean([m[k] for m in per_pair.values()])) for k in keys}
 
 
 def validate(model: Stage1Net, pairs: list[Pair]) -> dict[str, dict[str, float]]:
