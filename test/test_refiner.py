@@ -3,7 +3,6 @@ the network's shapes, a short teacher run that lowers the loss, distillation and
 registered ``sgdfuse`` method, ONNX export, the ablation helpers."""
 
 from pathlib import Path
-import types
 
 import numpy as np
 import pytest
@@ -429,22 +428,27 @@ def test_cli_parses_train_subcommands():
     args = build_parser().parse_args(['train', 'distill', '--data', 'd', '--out', 'o.pt',
                                       '--teacher', 't.pt', '--student-steps', '1'])
     assert args.student_steps == 1 and args.teacher == Path('t.pt')
-    assert isinstance(args, types.SimpleNamespace) or hasattr(args, 'resume')
+    assert args.resume is False
+    args = build_parser().parse_args(['train', 'stage2', '--data', 'd', '--out', 'o.pt',
+                                      '--resume'])
+    assert args.resume is True and args.variant == 'full'
 
 
 def test_shipped_weights():
     from sgdfuse_ros.fusion.methods import resolve_method_name
-    from sgdfuse_ros.fusion.refiner import STUDENT_WEIGHTS, TEACHER_WEIGHTS
+    from sgdfuse_ros.models.weights import ABLATION_DIR, STUDENT_WEIGHTS, TEACHER_WEIGHTS
 
-    if not STUDENT_WEIGHTS.is_file():
-        pytest.skip('no shipped refiner weights yet')
+    assert STUDENT_WEIGHTS.is_file() and TEACHER_WEIGHTS.is_file()
     assert STUDENT_WEIGHTS.stat().st_size < 5_000_000
     model, meta = load_refiner(STUDENT_WEIGHTS)
     assert meta['role'] == 'student' and 1 <= meta['sampler']['steps'] <= 4
     assert model.config == PRESETS['realtime']
     assert meta['use_masks'] is True
-    if TEACHER_WEIGHTS.is_file():
-        _, tmeta = load_refiner(TEACHER_WEIGHTS)
-        assert tmeta['role'] == 'teacher' and tmeta['sampler']['steps'] == 60
-        assert tmeta['sampler']['steps'] >= 10 * meta['sampler']['steps']
+    assert Diffusion.from_description(meta['diffusion']).describe() == Diffusion().describe()
+    _, tmeta = load_refiner(TEACHER_WEIGHTS)
+    assert tmeta['role'] == 'teacher' and tmeta['sampler']['steps'] == 60
+    assert tmeta['sampler']['steps'] >= 10 * meta['sampler']['steps']
+    for variant in ('no_sam', 'no_diffusion', 'no_hfah'):
+        _, ameta = load_refiner(ABLATION_DIR / f'{variant}.pt')
+        assert ameta['use_masks'] is (variant != 'no_sam'), variant
     assert resolve_method_name('auto') == 'sgdfuse'

@@ -3,9 +3,11 @@ engine cache (keys, invalidation, atomic writes), TensorRT compatibility of the 
 ``stage1`` method on onnxruntime, and the ``export`` / ``bench`` commands. GPU tests carry the
 ``gpu`` marker and skip with a reason where CUDA or TensorRT is absent."""
 
+import gc
 import json
 import os
 from pathlib import Path
+import weakref
 
 import numpy as np
 import onnx
@@ -13,13 +15,17 @@ from onnx import TensorProto, helper
 import pytest
 import torch
 
-from sgdfuse_ros.tools.cli import main
-from sgdfuse_ros.models.stage1 import Stage1Net, make_checkpoint, preset
+from sgdfuse_ros.models.export_spec import ExportSpec, module_digest
+from sgdfuse_ros.models.stage1 import Stage1Net, make_checkpoint, preset, stage1_spec
 from sgdfuse_ros.runtime import backends
 from sgdfuse_ros.runtime import engine_cache
 from sgdfuse_ros.runtime import export
 from sgdfuse_ros.runtime import onnx_check
+from sgdfuse_ros.runtime import ort as ort_backend
+from sgdfuse_ros.runtime import tensorrt as trt_backend
 from sgdfuse_ros.runtime.backends import BackendError, build_backend
+from sgdfuse_ros.runtime.threads import default_threads, set_threads
+from sgdfuse_ros.tools.cli import main
 
 SIZE = (96, 128)  # H, W of the export checks: small to keep the tests fast
 
@@ -36,8 +42,8 @@ def exported(tmp_path_factory):
     """The random stage-1 network and its checked ONNX export."""
     model = _stage1_model()
     out = tmp_path_factory.mktemp('engines')
-    spec = export.stage1_spec(model, size=SIZE)
-    res = export.export_module(model, spec, out, digest=export.module_digest(model),
+    spec = stage1_spec(model, size=SIZE)
+    res = export.export_module(model, spec, out, digest=module_digest(model),
                                source='random (test)')
     return model, res
 
@@ -56,7 +62,7 @@ def test_stage1_export_matches_torch_on_a_real_pair(exported):
     assert res.max_abs_diff <= 1e-3
     assert res.path.is_file() and res.path.suffix == '.onnx'
     meta = json.loads(res.sidecar.read_text())
-    assert meta['weights_sha256'] == export.module_digest(model)
+    assert meta['weights_sha256'] == module_digest(model)
     assert res.path.name.startswith('stage1_' + meta['weights_sha256'][:12])
     assert meta['onnx_sha256'] == engine_cache.sha256_file(res.path)
     assert meta['opset'] >= 17 and meta['parity']['pair'] and meta['parity']['checked']
@@ -82,8 +88,8 @@ def test_exported_graph_is_tensorrt_compatible(exported):
 
 def test_ensure_onnx_reuses_a_current_export_and_redoes_a_stale_one(exported, tmp_path):
     model, res = exported
-    digest = export.module_digest(model)
-    spec = export.stage1_spec(model, size=SIZE)
+    digest = module_digest(model)
+    spec = stage1_spec(model, size=SIZE)
     path = export.ensure_onnx(model, spec, digest=digest, source='t', out_dir=res.path.parent)
     assert path == res.path  # found by the weights' hash, not exported again
     mtime = path.stat().st_mtime_ns
@@ -104,7 +110,7 @@ def test_ensure_onnx_reuses_a_current_export_and_redoes_a_stale_one(exported, tm
 
 def test_export_refuses_a_graph_that_differs_from_torch(tmp_path, monkeypatch):
     model = _stage1_model()
-    spec = export.stage1_spec(model, size=SIZE)
+    spec = stage1_spec(model, size=SIZE)
     spec.tolerance = 0.0
     monkeypatch.setattr(export, 'parity', lambda *a, **k: 0.5)
     with pytest.raises(export.ExportError, match='differs from PyTorch'):
@@ -142,6 +148,54 @@ def test_onnxruntime_sessions_are_reused(exported):
     assert a.session is b.session and a.session is not c.session
     d = build_backend('onnxruntime', onnx_path=res.path, threads=1, reuse=False)
     assert d.session is not a.session
+
+
+def test_a_closed_backend_releases_its_session(exported):
+    _, res = exported
+    sessions = ort_backend.SESSIONS
+    a = build_backend('onnxruntime', onnx_path=res.path, threads=1)
+    b = build_backend('onnxruntime', onnx_path=res.path, threads=1)
+    shared = weakref.ref(a.session)
+    a.close()
+    assert a.session is None and b.session is shared() and shared() in sessions  # b still uses it
+    with pytest.raises(RuntimeError, match='closed'):
+        a.run({'ir': np.zeros((1, 1, 8, 8), np.float32), 'vis': np.zeros((1, 1, 8, 8))})
+    b.close()
+    gc.collect()
+    assert shared() is None and len(sessions) == 0  # the last user closed: the session is gone
+    c = build_backend('onnxruntime', onnx_path=res.path, threads=1)
+    own = weakref.ref(c.session)
+    del c  # a backend dropped without close() releases its share too
+    gc.collect()
+    assert own() is None and len(sessions) == 0
+    alone = build_backend('onnxruntime', onnx_path=res.path, threads=1, reuse=False)
+    solo = weakref.ref(alone.session)
+    alone.close()
+    gc.collect()
+    assert solo() is None
+
+
+def test_set_threads_is_the_one_process_wide_setting(exported):
+    _, res = exported
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1 and default_threads() == 1
+        assert build_backend('onnxruntime', onnx_path=res.path).threads == 1
+        assert build_backend('onnxruntime', onnx_path=res.path, threads=2).threads == 2
+        model = _stage1_model()
+        be = build_backend('torch', module=model, input_names=['ir', 'vis'],
+                           output_names=['f1'])
+        assert torch.get_num_threads() == 1 and be.summary() == 'torch (cpu, 1 threads)'
+        with pytest.raises(TypeError, match='unknown options'):  # no per-backend torch threads
+            build_backend('torch', module=model, input_names=['ir', 'vis'],
+                          output_names=['f1'], threads=2)
+        with pytest.raises(ValueError, match='positive integer'):
+            set_threads(0)
+    finally:
+        set_threads(None)
+        torch.set_num_threads(before)
+    assert default_threads() == backends.available_cores()
 
 
 def test_backend_registry_and_clear_errors(exported, tmp_path):
@@ -335,7 +389,7 @@ def test_tensorrt_checker_flags_control_flow_unsupported_ops_and_opsets():
 # ----------------------------------------------------------------------------------------------
 
 def test_stage1_method_runs_on_onnxruntime(tmp_path):
-    from sgdfuse_ros.fusion.networks import Stage1Method
+    from sgdfuse_ros.fusion.stage1 import Stage1Method
 
     weights = tmp_path / 'stage1.pt'
     torch.save(make_checkpoint(_stage1_model()), weights)
@@ -355,6 +409,61 @@ def test_stage1_method_runs_on_onnxruntime(tmp_path):
     if fb.backend.name == 'onnxruntime':  # no TensorRT here: it fell back, with the same file
         assert np.abs(fb.run(ir, vis) - ref).max() <= 1e-4
         assert len(list(engines.glob('stage1_*.onnx'))) == 1
+
+
+class _Unloadable(backends.Backend):
+    """A backend that can never load here (registered through the public registry)."""
+
+    name = 'unloadable'
+
+    def __init__(self, onnx_path, **options):
+        raise BackendError('unloadable', 'needs hardware this machine lacks')
+
+    def run(self, inputs):  # pragma: no cover - never built
+        raise AssertionError
+
+
+def test_backend_report_says_what_runs_and_why_it_fell_back(tmp_path, monkeypatch, caplog):
+    from sgdfuse_ros.fusion.methods import build_method
+    from sgdfuse_ros.fusion.stage1 import Stage1Method
+
+    weights = tmp_path / 'stage1.pt'
+    torch.save(make_checkpoint(_stage1_model()), weights)
+    monkeypatch.setitem(backends.BACKENDS, 'unloadable', _Unloadable)
+    forced = Stage1Method(weights=weights, backend='unloadable', fallback='onnxruntime',
+                          engines_dir=tmp_path, threads=1)
+    line = forced.backend_report()['stage1']
+    assert line == ('onnxruntime (CPUExecutionProvider, 1 threads); fallback: unloadable '
+                    'unavailable: needs hardware this machine lacks')
+    assert "falling back to 'onnxruntime'" in caplog.text
+    to_torch = Stage1Method(weights=weights, backend='unloadable', fallback='torch',
+                            engines_dir=tmp_path)
+    assert to_torch.backend_report()['stage1'].startswith('torch (cpu, ')
+    assert 'fallback: unloadable unavailable: needs hardware' in \
+        to_torch.backend_report()['stage1']
+    trt_reason = backends.unavailable_reason('tensorrt')
+    if trt_reason is not None:  # a real fallback on a machine without TensorRT
+        real = Stage1Method(weights=weights, backend='tensorrt', fallback='onnxruntime',
+                            engines_dir=tmp_path, threads=1)
+        assert real.backend_report()['stage1'].endswith(
+            f'fallback: tensorrt unavailable: {trt_reason}')
+    plain = Stage1Method(weights=weights, backend='torch')
+    assert plain.backend_report() == {'stage1': f'torch (cpu, {torch.get_num_threads()} threads)'}
+    assert build_method('laplacian').backend_report() == {}
+    assert build_method('max').backend_report() == {}
+
+
+def test_default_method_here_runs_both_networks_on_onnxruntime():
+    from sgdfuse_ros.fusion.methods import build_method
+
+    if backends.default_backend() != 'onnxruntime':
+        pytest.skip(f'the default backend here is {backends.default_backend()}')
+    method = build_method('auto')
+    report = method.backend_report()
+    assert method.name == 'sgdfuse' and set(report) == {'stage1', 'refiner'}
+    for net, line in report.items():
+        assert line.startswith('onnxruntime (CPUExecutionProvider, '), (net, line)
+        assert 'fallback' not in line
 
 
 def test_export_and_bench_commands(tmp_path, monkeypatch, capsys):
@@ -449,10 +558,6 @@ def test_onnxruntime_cuda_provider(exported):
     assert be.io_binding and be.providers[0] == 'CUDAExecutionProvider'
     out = be.run({'ir': ir[None, None], 'vis': vis[None, None]})['f1']
     assert np.abs(out - _torch_f1(model, ir, vis)).max() <= 1e-3
-
-
-def test_gpu_marker_is_registered(pytestconfig):
-    assert any(m.startswith('gpu') for m in pytestconfig.getini('markers'))
 
 
 @pytest.fixture(autouse=True)
@@ -557,7 +662,7 @@ def test_engine_build_uses_the_tensorrt10_builder_api(exported):
     _, res = exported
     profile = {'ir': PROFILE['ir'], 'vis': PROFILE['vis']}
     trt = _FakeTRT(['ir', 'vis'])
-    data = backends.build_engine_bytes(trt, res.path, profile, precision='fp16',
+    data = trt_backend.build_engine_bytes(trt, res.path, profile, precision='fp16',
                                        workspace_mb=256)
     assert data == b'serialized-engine'
     assert ('network', 0) in trt.calls  # explicit batch: the only mode in TensorRT 10
@@ -566,26 +671,26 @@ def test_engine_build_uses_the_tensorrt10_builder_api(exported):
     assert ('set_shape', 'ir') + PROFILE['ir'] in trt.calls
     assert ('set_shape', 'vis') + PROFILE['vis'] in trt.calls
     trt32 = _FakeTRT(['ir', 'vis'])
-    backends.build_engine_bytes(trt32, res.path, profile, precision='fp32')
+    trt_backend.build_engine_bytes(trt32, res.path, profile, precision='fp32')
     assert not [c for c in trt32.calls if c[0] == 'flag']
     with pytest.raises(BackendError, match='rejected .*NonZero'):
-        backends.build_engine_bytes(_FakeTRT(['ir', 'vis'], parse_ok=False), res.path, profile,
+        trt_backend.build_engine_bytes(_FakeTRT(['ir', 'vis'], parse_ok=False), res.path, profile,
                                     precision='fp16')
     with pytest.raises(BackendError, match='building the engine .* failed'):
-        backends.build_engine_bytes(_FakeTRT(['ir', 'vis'], build_ok=False), res.path, profile,
+        trt_backend.build_engine_bytes(_FakeTRT(['ir', 'vis'], build_ok=False), res.path, profile,
                                     precision='fp16')
     with pytest.raises(BackendError, match="no shapes for input 'vis'"):
-        backends.build_engine_bytes(_FakeTRT(['ir', 'vis']), res.path, {'ir': PROFILE['ir']},
+        trt_backend.build_engine_bytes(_FakeTRT(['ir', 'vis']), res.path, {'ir': PROFILE['ir']},
                                     precision='fp16')
 
 
 def test_tensorrt_profile_follows_the_working_resolution(exported):
     _, res = exported
-    be = object.__new__(backends.TensorRTBackend)  # the shape logic needs no GPU
+    be = object.__new__(trt_backend.TensorRTBackend)  # the shape logic needs no GPU
     be.onnx_path, be.multiple, be.profile_range = res.path, 8, (0.5, 1.5)
-    be._declared = backends.onnx_input_shapes(res.path)
+    be._declared = trt_backend.onnx_input_shapes(res.path)
     assert be._declared == {'ir': [1, 1, 'height', 'width'], 'vis': [1, 1, 'height', 'width']}
-    assert backends.onnx_output_names(res.path) == ['f1']
+    assert trt_backend.onnx_output_names(res.path) == ['f1']
     shapes = {'ir': (1, 1, 480, 640), 'vis': (1, 1, 480, 640)}
     prof = be.profile_for(shapes)
     assert prof['ir'] == ((1, 1, 240, 320), (1, 1, 480, 640), (1, 1, 720, 960))
@@ -604,7 +709,7 @@ def test_prebuilt_engine_staleness_is_explained(tmp_path):
     key = _key()
     path = engine_cache.engine_paths(tmp_path, key)[0]
     engine_cache.write_engine(path, key, b'engine')
-    check = backends.TensorRTBackend._check_prebuilt
+    check = trt_backend.TensorRTBackend._check_prebuilt
     assert check(path, 'fp16', (8, 7), '10.3.0') is None
     msg = check(path, 'fp32', (8, 9), '10.5.1')
     assert 'built by TensorRT 10.3.0, this is 10.5.1' in msg
@@ -615,7 +720,7 @@ def test_prebuilt_engine_staleness_is_explained(tmp_path):
 
 
 def test_bench_variants_time_every_layout_choice():
-    from sgdfuse_ros.tools.bench import format_variants, run_variants
+    from sgdfuse_ros.tools.bench_variants import format_variants, run_variants
 
     rows = run_variants(size=(128, 96), frames=2, random_weights=True, threads=1)
     names = [r['variant'] for r in rows]
@@ -633,7 +738,9 @@ def test_mask_encoder_and_decoder_export(tmp_path):
     reason = _lite_medsam_unavailable()
     if reason:
         pytest.skip(f'LiteMedSAM unavailable: {reason}')
-    items = export.TARGETS['masks']({'mask_input_size': 64})
+    from sgdfuse_ros.tools.export import TARGETS
+
+    items = TARGETS['masks']({'mask_input_size': 64})
     names = [i.spec.name for i in items]
     assert names[0] == 'mask_encoder_lite_medsam_64'
     assert names[1].startswith('mask_decoder_lite_medsam_64')
@@ -680,10 +787,10 @@ def test_unrolled_sampler_and_step_loop_agree(tmp_path):
         return torch.rand(1, 1, h, w), torch.rand(1, 3, h, w)
 
     unrolled = export.unrolled_sampler(step, timesteps)
-    spec_k = export.ExportSpec('toy_refiner', ('x', 'cond'), ('out',), make,
+    spec_k = ExportSpec('toy_refiner', ('x', 'cond'), ('out',), make,
                                dynamic_axes={'x': dyn, 'cond': dyn, 'out': dyn}, size=(64, 96))
     res_k = export.export_module(unrolled, spec_k, tmp_path, digest='e' * 64, source='toy')
-    spec_1 = export.ExportSpec('toy_refiner_step', ('x', 'cond', 't'), ('out',),
+    spec_1 = ExportSpec('toy_refiner_step', ('x', 'cond', 't'), ('out',),
                                lambda h, w: make(h, w) + (torch.tensor([999]),),
                                dynamic_axes={'x': dyn, 'cond': dyn, 'out': dyn}, size=(64, 96))
     res_1 = export.export_module(step, spec_1, tmp_path, digest='e' * 64, source='toy')
@@ -703,7 +810,7 @@ def test_unrolled_sampler_and_step_loop_agree(tmp_path):
 def test_refiner_sampler_on_onnxruntime(tmp_path):
     from sgdfuse_ros.models.diffusion import Diffusion, Sampler
     from sgdfuse_ros.models.refiner import RefinerNet, preset as refiner_preset
-    from sgdfuse_ros.runtime.loader import refiner_backend, run_refiner
+    from sgdfuse_ros.fusion.sgdfuse import refiner_backend, run_refiner
 
     torch.manual_seed(0)
     net = RefinerNet(refiner_preset('tiny')).eval()
@@ -716,8 +823,10 @@ def test_refiner_sampler_on_onnxruntime(tmp_path):
     ir, vis, _ = export.sample_pair(3 * m, 5 * m, index=4)
     f1 = 0.5 * (ir + vis)
     masks = np.stack([ir > 0.5, vis > 0.5]).astype(np.float32)
-    be = refiner_backend('onnxruntime', net, diffusion, steps=2, t_start=500,
-                         engines_dir=tmp_path, threads=1, export_size=(2 * m, 2 * m))
+    meta = {'sampler': {'steps': 2, 't_start': 500, 'start': 'f1'},
+            'diffusion': diffusion.describe()}
+    be = refiner_backend('onnxruntime', net, meta, engines_dir=tmp_path, threads=1,
+                         export_size=(2 * m, 2 * m))
     out = run_refiner(be, f1[None], masks, ir[None], vis[None])
     with torch.inference_mode():
         ref = Sampler(net, diffusion, steps=2, t_start=500)(
@@ -755,7 +864,7 @@ def test_pixel_unshuffle_pass_on_several_channels(tmp_path):
 
     torch.manual_seed(0)
     net = Net().eval()
-    spec = export.ExportSpec('toy_unshuffle', ('a', 'b'), ('y',),
+    spec = ExportSpec('toy_unshuffle', ('a', 'b'), ('y',),
                              lambda h, w: (torch.rand(1, 1, h, w), torch.rand(1, 1, h, w)),
                              lambda ir, vis, h, w: (torch.from_numpy(ir)[None, None],
                                                     torch.from_numpy(vis)[None, None]),

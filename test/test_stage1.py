@@ -16,7 +16,9 @@ from sgdfuse_ros.training.config import PRESET_NAMES, TrainConfig
 from sgdfuse_ros.training.losses import (FusionLoss, LossWeights, correlation_loss,
                                          gradient_loss, intensity_loss, sobel_magnitude,
                                          ssim_loss, ssim_map)
-from sgdfuse_ros.training.stage1 import fuse_arrays, train
+from sgdfuse_ros.models.run import fuse_arrays
+from sgdfuse_ros.models.weights import STAGE1_WEIGHTS
+from sgdfuse_ros.training.stage1 import train
 
 TINY = Stage1Config(down=2, dim_hi=8, dim=8, heads=2, msfem_branch=4, ffn_expansion=1.0)
 
@@ -232,15 +234,10 @@ def test_fp16_checkpoint_loads_as_fp32(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory) -> Path:
-    """The shipped weights when present, else a freshly initialised checkpoint."""
-    from sgdfuse_ros.fusion.networks import STAGE1_WEIGHTS
-
-    if STAGE1_WEIGHTS.is_file():
-        return STAGE1_WEIGHTS
-    path = tmp_path_factory.mktemp('w') / 'stage1.pt'
-    torch.save(make_checkpoint(Stage1Net(preset('realtime'))), path)
-    return path
+def weights() -> Path:
+    """The shipped weights (they ship with the package)."""
+    assert STAGE1_WEIGHTS.is_file(), f'the shipped stage-1 weights are missing: {STAGE1_WEIGHTS}'
+    return STAGE1_WEIGHTS
 
 
 def test_registered_method_fuses_a_real_pair(ivif, weights):
@@ -261,11 +258,9 @@ def test_registered_method_fuses_a_real_pair(ivif, weights):
 
 
 def test_shipped_weights_are_the_default():
-    from sgdfuse_ros.fusion.methods import resolve_method_name
-    from sgdfuse_ros.fusion.networks import STAGE1_WEIGHTS
+    from sgdfuse_ros.fusion.methods import build_method, resolve_method_name
 
-    if not STAGE1_WEIGHTS.is_file():
-        pytest.skip('no shipped stage-1 weights yet')
+    assert STAGE1_WEIGHTS.is_file()
     assert STAGE1_WEIGHTS.stat().st_size < 5_000_000
     import hashlib
     import json
@@ -274,7 +269,8 @@ def test_shipped_weights_are_the_default():
     assert sidecar['wins'] >= 6
     _, meta = load_stage1(STAGE1_WEIGHTS)
     assert meta['config'] == PRESETS['realtime'].__dict__
-    assert resolve_method_name('auto') in ('sgdfuse', 'stage1')
+    assert build_method('stage1', backend='torch').weights == STAGE1_WEIGHTS
+    assert resolve_method_name('auto') == 'sgdfuse'  # the refiner ships too
 
 
 def test_onnx_export_with_dynamic_size(tmp_path):
