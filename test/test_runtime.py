@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 import pytest
 import torch
 
+from sgdfuse_ros.core.hashing import sha256_file
 from sgdfuse_ros.models.export_spec import ExportSpec, module_digest
 from sgdfuse_ros.models.stage1 import Stage1Net, make_checkpoint, preset, stage1_spec
 from sgdfuse_ros.runtime import backends
@@ -64,7 +65,7 @@ def test_stage1_export_matches_torch_on_a_real_pair(exported):
     meta = json.loads(res.sidecar.read_text())
     assert meta['weights_sha256'] == module_digest(model)
     assert res.path.name.startswith('stage1_' + meta['weights_sha256'][:12])
-    assert meta['onnx_sha256'] == engine_cache.sha256_file(res.path)
+    assert meta['onnx_sha256'] == sha256_file(res.path)
     assert meta['opset'] >= 17 and meta['parity']['pair'] and meta['parity']['checked']
     assert meta['graph_passes']['fuse_pixel_unshuffle'] == 2  # both stems: one SpaceToDepth
     # dynamic height and width: another size and a real pair, against PyTorch
@@ -403,7 +404,7 @@ def test_stage1_method_runs_on_onnxruntime(tmp_path):
     assert np.abs(out.fused - ref).max() <= 1e-4
     onnx_files = list(engines.glob('stage1_*.onnx'))
     assert len(onnx_files) == 1  # exported on first use, keyed by the weights' hash
-    assert onnx_files[0].name.startswith('stage1_' + engine_cache.sha256_file(weights)[:12])
+    assert onnx_files[0].name.startswith('stage1_' + sha256_file(weights)[:12])
     fb = Stage1Method(weights=weights, backend='tensorrt', engines_dir=engines, threads=1,
                       fallback='onnxruntime')
     if fb.backend.name == 'onnxruntime':  # no TensorRT here: it fell back, with the same file
@@ -749,7 +750,7 @@ def test_mask_encoder_and_decoder_export(tmp_path):
                                    source=item.source)
         assert res.max_abs_diff <= item.spec.tolerance and res.tensorrt_problems == []
         meta = json.loads(res.sidecar.read_text())
-        assert meta['weights_sha256'] == engine_cache.sha256_file(item.source)
+        assert meta['weights_sha256'] == sha256_file(item.source)
         assert meta['parity']['pair']  # checked on a real frame
     dec = build_backend('onnxruntime', onnx_path=res.path)
     ir, vis, _ = export.sample_pair(64, 64)

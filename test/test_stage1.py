@@ -262,10 +262,12 @@ def test_shipped_weights_are_the_default():
 
     assert STAGE1_WEIGHTS.is_file()
     assert STAGE1_WEIGHTS.stat().st_size < 5_000_000
-    import hashlib
     import json
+
+    from sgdfuse_ros.core.hashing import sha256_file
+
     sidecar = json.loads(STAGE1_WEIGHTS.with_suffix('.json').read_text())
-    assert sidecar['sha256'] == hashlib.sha256(STAGE1_WEIGHTS.read_bytes()).hexdigest()
+    assert sidecar['sha256'] == sha256_file(STAGE1_WEIGHTS)
     assert sidecar['wins'] >= 6
     _, meta = load_stage1(STAGE1_WEIGHTS)
     assert meta['config'] == PRESETS['realtime'].__dict__

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sgdfuse_ros.core.hashing import sha256_file
 from . import engine_cache
 from .base import LOG, Backend, BackendError, as_float32, default_engines_dir, reject_unknown
 
@@ -170,7 +171,7 @@ class TensorRTBackend(Backend):
         if not self.onnx_path.is_file():
             raise BackendError('tensorrt', f'no ONNX file {self.onnx_path}')
         self.model_name = model_name or self.onnx_path.stem
-        self._onnx_sha256 = engine_cache.sha256_file(self.onnx_path)
+        self._onnx_sha256 = sha256_file(self.onnx_path)
         self._declared = onnx_input_shapes(self.onnx_path)
         self.input_names = list(self._declared)
         self.output_names = onnx_output_names(self.onnx_path)
@@ -285,7 +286,7 @@ class TensorRTBackend(Backend):
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return f'unreadable sidecar: {exc}'
         if meta.get('engine_size') != path.stat().st_size or \
-                meta.get('engine_sha256') != engine_cache.sha256_file(path):
+                meta.get('engine_sha256') != sha256_file(path):
             return 'the engine file does not match its sidecar (replaced or corrupted)'
         wrong = []
         if key.trt_version != version:
