@@ -60,13 +60,16 @@ class ExportResult:
     seconds: float
     reused: bool = False
     passes: dict[str, int] = field(default_factory=dict)
+    #: What the parity check ran on: ``a real pair``, ``example inputs`` or None (no check).
+    checked_on: str | None = 'a real pair'
 
     def summary(self) -> str:
         trt = 'TensorRT-compatible' if not self.tensorrt_problems else (
             f'{len(self.tensorrt_problems)} TensorRT problems')
         verb = 'reused' if self.reused else f'exported in {self.seconds:.1f} s'
-        return (f'{self.name}: {self.path} ({verb}); max |onnx - torch| = '
-                f'{self.max_abs_diff:.2e} on a real pair; {trt}')
+        check = (f'max |onnx - torch| = {self.max_abs_diff:.2e} on {self.checked_on}'
+                 if self.checked_on else 'not checked against PyTorch')
+        return f'{self.name}: {self.path} ({verb}); {check}; {trt}'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,8 +233,9 @@ def export_module(module, spec: ExportSpec, out_dir: str | os.PathLike, *, diges
     }
     meta.update(spec.meta)
     atomic_write_bytes(sidecar, (json.dumps(meta, indent=2) + '\n').encode())
+    checked_on = None if not check else 'a real pair' if pair_name else 'example inputs'
     res = ExportResult(spec.name, onnx_path, sidecar, diff, problems,
-                       time.perf_counter() - t0, passes=applied)
+                       time.perf_counter() - t0, passes=applied, checked_on=checked_on)
     if log:
         log(res.summary())
     return res
