@@ -446,6 +446,12 @@ def test_diagnostics_name_the_backends_that_really_run(context):
         assert sorted(k for k in values if k.startswith('backend_')) == ['backend_requested']
     finally:
         h.close()
+    node = SgdfuseNode('sgdfuse_unreported', context=context, pipeline=pipeline_with(_WithF1()))
+    try:  # a method of its own that does not say what runs it: unknown, not a guess
+        assert node.backend_report is None
+        assert _diag_values(node)['backend'].startswith('unknown')
+    finally:
+        node.destroy_node()
 
 
 def _cuda() -> bool:

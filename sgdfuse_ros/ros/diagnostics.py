@@ -70,9 +70,12 @@ def latency_stats(window: Sequence[Mapping[str, float]]) -> dict[str, tuple[floa
     return out
 
 
-def backend_values(report: Mapping[str, str]) -> dict[str, str]:
-    """The ``backend`` key (the backends that really run the networks, or ``none`` for a
-    method without one) and a ``backend_<network>`` key per network."""
+def backend_values(report: Mapping[str, str] | None) -> dict[str, str]:
+    """The ``backend`` key (the backends that really run the networks; ``none`` for a method
+    without one, ``unknown`` for a method that does not report them) and a
+    ``backend_<network>`` key per network."""
+    if report is None:
+        return {'backend': 'unknown (the method does not report its backends)'}
     names = list(dict.fromkeys(line.split(' ', 1)[0].split(';')[0]
                                for line in report.values()))
     values = {'backend': ', '.join(names) if names else 'none (no network)'}
@@ -80,9 +83,11 @@ def backend_values(report: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
-def backend_text(report: Mapping[str, str]) -> str:
-    """The backends for the start-up log line: ``stage1 on X, refiner on Y`` or
-    ``no network``."""
+def backend_text(report: Mapping[str, str] | None) -> str:
+    """The backends for the start-up log line: ``stage1 on X, refiner on Y``, ``no
+    network`` or ``backends not reported``."""
+    if report is None:
+        return 'backends not reported'
     if not report:
         return 'no network'
     return ', '.join(f'{net} on {line}' for net, line in report.items())

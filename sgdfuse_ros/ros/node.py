@@ -186,19 +186,19 @@ class SgdfuseNode(Node):
             self._frame_listeners.append(listener)
 
     @property
-    def backend_report(self) -> dict[str, str]:
+    def backend_report(self) -> dict[str, str] | None:
         """Network -> the backend that really runs it, with any fallback and its reason: the
         ``backend_report()`` of the method and, for methods that use masks, of the mask
-        provider; empty when no network runs."""
+        provider; empty when no network runs; None when the method does not report it."""
         if self.pipeline is None:
             return {}
-        parts = [self.pipeline.method]
-        if self.pipeline.method.uses_masks:
-            parts.append(self.pipeline.mask_provider)
-        out: dict[str, str] = {}
-        for part in parts:
-            report = getattr(part, 'backend_report', None)
-            out.update(report() if callable(report) else {})
+        method = self.pipeline.method
+        if not callable(getattr(method, 'backend_report', None)):
+            return None
+        out = dict(method.backend_report())
+        provider = self.pipeline.mask_provider if method.uses_masks else None
+        if callable(getattr(provider, 'backend_report', None)):
+            out.update(provider.backend_report())
         return out
 
     # ---- callbacks --------------------------------------------------------------------------
