@@ -70,19 +70,6 @@ class SampleBag:
         return '\n'.join(lines)
 
 
-def parse_size(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``'640x480'`` -> ``(640, 480)``; tuples pass through; None stays None."""
-    if text is None or isinstance(text, tuple):
-        return text
-    try:
-        w, h = (int(v) for v in str(text).lower().split('x'))
-    except ValueError:
-        raise ValueError(f'a size is WIDTHxHEIGHT, e.g. 640x480; got {text!r}') from None
-    if w <= 0 or h <= 0:
-        raise ValueError(f'a size must be positive, got {text!r}')
-    return w, h
-
-
 def scale_homography(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
     """The homography that maps pixel coordinates of an image of size ``src`` onto the same
     view resized to ``dst`` (pixel centres aligned, as ``cv2.resize`` does)."""
@@ -156,7 +143,8 @@ def make_sample_bag(out: str | os.PathLike, pairs_dir: str | os.PathLike | None 
 
     out = Path(out)
     pairs_dir = Path(pairs_dir) if pairs_dir is not None else samples_dir()
-    visible_size, thermal_size = parse_size(visible_size), parse_size(thermal_size)
+    visible_size = imaging.parse_size(visible_size)
+    thermal_size = imaging.parse_size(thermal_size)
     if not (rate_hz > 0 and math.isfinite(rate_hz)):
         raise ValueError(f'rate must be > 0 Hz, got {rate_hz}')
     if thermal_encoding not in ('mono16', 'mono8'):
@@ -264,4 +252,4 @@ def make_sample_bag(out: str | os.PathLike, pairs_dir: str | os.PathLike | None 
     return info
 
 
-__all__ = ['SampleBag', 'make_sample_bag', 'params_file_for', 'parse_size', 'scale_homography']
+__all__ = ['SampleBag', 'make_sample_bag', 'params_file_for', 'scale_homography']

@@ -76,7 +76,7 @@ class DemoConfig:
 
 
 def run_demo_command(args) -> int:
-    from sgdfuse_ros.ros.sample_bag import parse_size
+    from sgdfuse_ros.core.imaging import parse_size
 
     try:
         cfg = DemoConfig(out=args.out, method=args.method, rate_hz=args.rate, hold=args.hold,
