@@ -454,6 +454,23 @@ def test_backend_report_says_what_runs_and_why_it_fell_back(tmp_path, monkeypatc
     assert build_method('max').backend_report() == {}
 
 
+def test_registries_import_no_heavy_package():
+    """The method registry (all methods listed, their availability checked), the runtime and the
+    export specs import without torch, onnxruntime or tensorrt."""
+    import subprocess
+    import sys
+
+    code = ('import sys\n'
+            'from sgdfuse_ros.fusion import methods\n'
+            'import sgdfuse_ros.runtime, sgdfuse_ros.models.export_spec\n'
+            'import sgdfuse_ros.models.weights, sgdfuse_ros.masks.sam_export\n'
+            'assert methods.available_methods() and "sgdfuse" in methods.method_names()\n'
+            'print(sorted(m for m in ("torch", "onnxruntime", "tensorrt") if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == '[]'
+
+
 def test_default_method_here_runs_both_networks_on_onnxruntime():
     from sgdfuse_ros.fusion.methods import build_method
 
