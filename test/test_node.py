@@ -67,8 +67,10 @@ def test_rviz_config_shows_every_image_topic():
 
     cfg = yaml.safe_load((REPO / 'config' / 'sgdfuse.rviz').read_text())
     topics = {d['Topic']['Value'] for d in cfg['Visualization Manager']['Displays']}
-    assert {'/thermal/image_raw', '/rgb/image_raw', '/fused/image_raw', '/sgdfuse/ir_mask',
-            '/sgdfuse/rgb_mask'} <= topics
+    from sgdfuse_ros.params import DEFAULTS, NODE_NAME, TOPIC_PARAMETERS
+
+    assert {DEFAULTS[t] for t in TOPIC_PARAMETERS} | {
+        f'/{NODE_NAME}/ir_mask', f'/{NODE_NAME}/rgb_mask'} <= topics
 
 
 def test_fastdds_profile_is_the_shm_profile():
