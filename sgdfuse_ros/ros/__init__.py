@@ -1,1 +1,13 @@
-"""Everything that needs ROS 2: the node, synchronization, message conversion, bags."""
+"""Everything that knows ROS 2 (its parameters are the ROS-free :mod:`sgdfuse_ros.params`).
+
+* :mod:`.node`: ``sgdfuse_node`` (rclpy), and :mod:`.diagnostics`, what it reports;
+* :mod:`.convert`: Image / CompressedImage messages <-> numpy arrays;
+* :mod:`.graph`: environment defaults (loopback, domain id, DDS profile), QoS, spinning;
+* :mod:`.bag_io`: reading and writing rosbag2 bags (mcap, sqlite3) without ROS;
+* :mod:`.bag_fuse`: offline fusion of a bag (:func:`~.bag_fuse.fuse_bag`);
+* :mod:`.sample_bag`: simulated thermal + RGB camera bags from image pairs;
+* :mod:`.live`: playing and recording bags in a live graph (rclpy).
+
+Importing this package imports nothing; rclpy loads with :mod:`.node` and :mod:`.live`'s
+runners.
+"""
