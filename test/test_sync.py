@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from sgdfuse_ros.core.matching import (DROP_REASONS, ApproximateMatcher, SyncedSubscriptions,
-                                       stamp_to_ns)
+from sgdfuse_ros.core.matching import DROP_REASONS, ApproximateMatcher, stamp_to_ns
+from sgdfuse_ros.ros.sync import SyncedSubscriptions
 
 MS = 1_000_000  # ns
 
@@ -191,8 +191,8 @@ def test_invalid_arguments(kwargs, pattern):
 
 
 class _FakeNode:
-    def create_subscription(self, msg_type, topic, callback, qos):
-        return types.SimpleNamespace(topic_name=topic, callback=callback)
+    def create_subscription(self, msg_type, topic, callback, qos, callback_group=None):
+        return types.SimpleNamespace(topic_name=topic, callback=callback, group=callback_group)
 
     def destroy_subscription(self, sub):
         pass
@@ -207,7 +207,8 @@ def test_builtin_glue_never_raises(messages):
 
     subs = SyncedSubscriptions(_FakeNode(), [(object, '/t'), (object, '/r')], qos=5,
                                queue_size=5, slop=0.05, callback=callback, backend='builtin',
-                               on_error=errors.append)
+                               on_error=errors.append, callback_group='images')
+    assert [s.group for s in subs.subscriptions] == ['images', 'images']
     t_cb, r_cb = (s.callback for s in subs.subscriptions)
     t_cb(image(1000.0))
     r_cb(image(1010.0))  # the callback raises; the glue reports and carries on

@@ -1,6 +1,7 @@
 """Everything that knows ROS 2 (its parameters are the ROS-free :mod:`sgdfuse_ros.params`).
 
 * :mod:`.node`: ``sgdfuse_node`` (rclpy), and :mod:`.diagnostics`, what it reports;
+* :mod:`.sync`: the subscriptions that pair thermal and RGB frames by approximate time;
 * :mod:`.convert`: Image / CompressedImage messages <-> numpy arrays;
 * :mod:`.graph`: environment defaults (loopback, domain id, DDS profile), QoS, spinning;
 * :mod:`.bag_io`: reading and writing rosbag2 bags (mcap, sqlite3) without ROS;

@@ -38,7 +38,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 
 from sgdfuse_ros import params
 from sgdfuse_ros.core.imaging import ImageError
-from sgdfuse_ros.core.matching import SyncedSubscriptions
+from .sync import SyncedSubscriptions
 from sgdfuse_ros.core.slots import LatestSlot
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.fusion.stream import FusionStream
