@@ -195,8 +195,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param('engine_dir', 'str', '', 'Folder of exported ONNX files / cached TensorRT engines '
           '(empty = the default).', 'method',
           note='exported ONNX / cached TensorRT engines; empty = default'),
-    Param('refiner_steps', 'int', 0, "Diffusion refiner steps (0 = the method's default).",
-          'method', low=0, note="diffusion refiner steps; 0 = the method's default"),
+    Param('refiner_steps', 'int', 0, "Diffusion refiner steps (0 = the method's default; at "
+          'run time the refiner is rebuilt beside the running one, which fuses until it is '
+          'ready).', 'method', low=0, dynamic=True,
+          note="diffusion refiner steps; 0 = the method's default"),
     Param('work_width', 'int', 0, "Width the fusion method runs at (0 = the RGB frame's own; "
           'set work_width and work_height together).', 'method', low=0,
           note="resolution the method runs at; 0 x 0 = the RGB frame's own"),
@@ -212,7 +214,7 @@ PARAMETERS: tuple[Param, ...] = (
           'sam vit_b 256, vit_l 192, vit_h 128).', 'masks', check=_mask_input_size,
           note='SAM-family encoder input side, multiple of 16; 0 = default'),
     Param('mask_rate', 'float', 2.0, 'Mask refresh rate (Hz) of the mask worker thread.',
-          'masks', low=0.0, low_open=True, unit='Hz',
+          'masks', low=0.0, low_open=True, unit='Hz', dynamic=True,
           note='Hz; own thread refreshes masks, fusion reuses the latest'),
     Param('mask_max_age', 'float', 0.0, 'Masks older than this (s) are reported as stale on '
           '/diagnostics and in the log (0 = three refresh periods, at least 1 s).', 'masks',
@@ -224,11 +226,22 @@ PARAMETERS: tuple[Param, ...] = (
     Param('thermal_smoothing', 'float', 0.9, 'Thermal gain: temporal smoothing of the bounds '
           '(0 = per frame; higher = steadier).', 'gain', low=0.0, high=1.0, high_open=True,
           note='temporal smoothing of the gain bounds, [0, 1): no flicker'),
+    Param('thermal_nonfinite', 'str', 'replace', 'NaN or infinite pixels of a float (32FC1) '
+          "thermal frame: replace (with the frame's smallest finite value; counted on "
+          '/diagnostics) or reject (the frame is dropped and counted). A frame without a '
+          'finite pixel is always dropped.', 'gain', choices=('replace', 'reject'),
+          dynamic=True, note="replace (frame's smallest finite value) | reject the frame"),
     Param('homography', 'floats', (), 'Thermal -> RGB pixel homography, 9 numbers row-major '
           '(empty = the streams are already registered and of the same size).', 'registration',
           check=_homography),
+    Param('max_latency', 'float', 0.2, 'Largest age (s; node clock minus the RGB stamp) of a '
+          'pair when the fusion worker takes it and of its fused frame when ready: older ones '
+          'are dropped and counted on /diagnostics, never published (0 = no limit; about 3 '
+          'camera frame periods).', 'output', low=0.0, unit='s', dynamic=True,
+          note='s; older pairs / fused frames are dropped, not published; 0 = no limit'),
     Param('output_encoding', 'str', 'rgb8', "Encoding of the fused image: rgb8 (RGB frame's "
           'colour restored) or mono8 (fused luma).', 'output', choices=OUTPUT_ENCODINGS,
+          dynamic=True,
           note="rgb8 (RGB frame's colour restored) | mono8 (fused luma)"),
     Param('publish_masks', 'bool', False, 'Also publish the semantic masks (mono8) on ~/ir_mask '
           'and ~/rgb_mask.', 'output', note='~/ir_mask and ~/rgb_mask (mono8)'),
@@ -482,8 +495,9 @@ def defaults_yaml() -> str:
         '# Parameters of sgdfuse_node (sgdfuse_ros). Every value is checked at start-up; an '
         'invalid one',
         '# stops the node with a message naming it. Read-only once the node runs (models load '
-        'once),',
-        '# except ' + ', '.join(p.name for p in PARAMETERS if p.dynamic) + '.',
+        'once:',
+        '# restart the node; sgdfuse_lifecycle_node: cleanup, set, configure again), except',
+        '# ' + ', '.join(p.name for p in PARAMETERS if p.dynamic) + '.',
         '# Use:  sgdfuse_node --ros-args --params-file config/sgdfuse.yaml',
         '#  or:  ros2 launch sgdfuse_ros sgdfuse.launch.py params_file:=/path/to/this.yaml',
         '# Written from sgdfuse_ros/params.py: python -m sgdfuse_ros.params > '

@@ -75,6 +75,46 @@ def test_float_image_nan_and_inf_rejected():
                                use_cv_bridge=False)
 
 
+def test_thermal_nonfinite_policy():
+    """A radiometric frame (kelvin) with dead pixels marked NaN and one hot +inf: ``replace``
+    sets them to the frame's coldest finite value and counts them, ``reject`` refuses the
+    frame naming the count, and a frame with no finite pixel is refused by both."""
+    kelvin = rng_image((48, 64), np.float32, seed=3) + 290.0
+    dead = kelvin.copy()
+    dead[5, 7] = dead[20, 30] = np.nan
+    dead[40, 1] = np.inf
+    dead[0, 0] = -np.inf
+    msg = convert.numpy_to_image(dead, '32FC1', use_cv_bridge=False)
+    out, replaced = convert.thermal_frame(msg, nonfinite='replace', use_cv_bridge=False)
+    assert replaced == 4 and out.dtype == np.float32 and np.isfinite(out).all()
+    coldest = np.nanmin(np.where(np.isfinite(dead), dead, np.nan))
+    assert out[5, 7] == out[20, 30] == out[40, 1] == out[0, 0] == coldest
+    keep = np.isfinite(dead)
+    np.testing.assert_array_equal(out[keep], dead[keep])
+
+    with pytest.raises(convert.NonFiniteError, match='4 NaN or infinite pixels of 3072') as err:
+        convert.thermal_frame(msg, nonfinite='reject', use_cv_bridge=False)
+    assert (err.value.count, err.value.total) == (4, 3072)
+    assert isinstance(err.value, ImageError)
+
+    clean = convert.numpy_to_image(kelvin, '32FC1', use_cv_bridge=False)
+    for policy in convert.NONFINITE_POLICIES:
+        out, replaced = convert.thermal_frame(clean, nonfinite=policy, use_cv_bridge=False)
+        assert replaced == 0
+        np.testing.assert_array_equal(out, kelvin)
+
+    all_nan = convert.numpy_to_image(np.full((4, 5), np.nan, np.float32), '32FC1',
+                                     use_cv_bridge=False)
+    for policy in convert.NONFINITE_POLICIES:
+        with pytest.raises(ImageError, match='no finite pixel: all 20 pixels of the 5x4'):
+            convert.thermal_frame(all_nan, nonfinite=policy, use_cv_bridge=False)
+    with pytest.raises(ValueError, match='nonfinite must be one of replace, reject'):
+        convert.thermal_frame(clean, nonfinite='zero')
+    from sgdfuse_ros.params import BY_NAME
+
+    assert BY_NAME['thermal_nonfinite'].choices == convert.NONFINITE_POLICIES
+
+
 @pytest.mark.parametrize('h, w, data_len, step, enc, pattern', [
     (0, 4, 0, 4, 'mono8', 'zero size 4x0'),
     (4, 0, 0, 0, 'mono8', 'zero size 0x4'),

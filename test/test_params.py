@@ -98,11 +98,19 @@ def test_settings_map_onto_the_pipeline_config():
 
 def test_only_run_time_parameters_change_while_running():
     s = validate_settings({})
-    assert [p.name for p in params.PARAMETERS if p.dynamic] == ['thermal_timeout']
-    changed = params.update_settings(s, {'thermal_timeout': 2.5, 'use_sim_time': True})
+    assert {p.name for p in params.PARAMETERS if p.dynamic} == {
+        'thermal_timeout', 'mask_rate', 'max_latency', 'refiner_steps', 'output_encoding',
+        'thermal_nonfinite'}
+    changed = params.update_settings(s, {'thermal_timeout': 2.5, 'use_sim_time': True,
+                                         'max_latency': 0, 'output_encoding': 'mono8'})
     assert changed.thermal_timeout == 2.5 and changed.sync_slop == s.sync_slop
+    assert changed.max_latency == 0.0 and changed.output_encoding == 'mono8'
     with pytest.raises(ParameterError, match='thermal_timeout must be > 0 s'):
         params.update_settings(s, {'thermal_timeout': -1.0})
+    with pytest.raises(ParameterError, match='max_latency must be >= 0 s'):
+        params.update_settings(s, {'max_latency': -0.1})
+    with pytest.raises(ParameterError, match='thermal_nonfinite must be one of replace, reject'):
+        params.update_settings(s, {'thermal_nonfinite': 'zero'})
     with pytest.raises(ParameterError, match='sync_slop cannot change while the node runs'):
         params.update_settings(s, {'sync_slop': 0.1})
 

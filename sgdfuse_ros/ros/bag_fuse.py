@@ -148,6 +148,7 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
              only_fused: bool = False, pipeline=None,
              storage: str | None = None, output_encoding: str | None = None,
              mask_rate: float = DEFAULTS['mask_rate'], mask_max_age: float | None = None,
+             thermal_nonfinite: str = DEFAULTS['thermal_nonfinite'],
              progress: bool = True) -> FuseSummary:
     """Fuse every thermal/RGB pair of a bag into a new bag.
 
@@ -161,7 +162,8 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
     ``mono8`` when the pipeline outputs mono or the RGB frame is gray; ``output_encoding``
     forces one) carry the RGB frame's header and are logged at the arrival time of the pair's
     later frame, when the node could have fused it. The original topics are copied unless
-    ``only_fused``.
+    ``only_fused``. ``thermal_nonfinite``: the node's policy for NaN or infinite pixels of
+    float thermal frames (``replace`` or ``reject``, see :func:`.convert.thermal_frame`).
 
     Raises :class:`BagError` (and leaves no output) when the input cannot be read, lacks a
     topic, has a topic of the wrong type, or no pair was fused. Pairs that fail individually
@@ -172,6 +174,9 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
         raise BagError('the thermal and RGB topics must differ')
     if fused_topic in (thermal_topic, rgb_topic):
         raise BagError(f'the fused topic {fused_topic!r} must differ from the input topics')
+    if thermal_nonfinite not in convert.NONFINITE_POLICIES:
+        raise BagError(f'thermal_nonfinite must be one of '
+                       f'{", ".join(convert.NONFINITE_POLICIES)}, got {thermal_nonfinite!r}')
     if output_encoding not in (None, 'rgb8', 'mono8'):
         raise BagError(f'output encoding must be rgb8 or mono8, got {output_encoding!r}')
     matcher_args = dict(queue_size=queue_size, slop=slop)
@@ -264,7 +269,8 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
                     continue
                 summary.pairs_matched += 1
                 thermal_msg, rgb_msg = pair
-                image, why, fuse_ms = _fuse_pair(stream, thermal_msg, rgb_msg)
+                image, why, fuse_ms = _fuse_pair(stream, thermal_msg, rgb_msg,
+                                                 nonfinite=thermal_nonfinite)
                 if image is None:
                     summary.failures.append((stamp_ns(rgb_msg), why))
                 else:
@@ -322,12 +328,13 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
         reader.close()
 
 
-def _fuse_pair(stream: FusionStream, thermal_msg, rgb_msg
+def _fuse_pair(stream: FusionStream, thermal_msg, rgb_msg, *, nonfinite: str
                ) -> tuple[np.ndarray | None, str, float]:
     stamp = stamp_ns(rgb_msg)
     name = f'pair @ {stamp // 1_000_000_000}.{stamp % 1_000_000_000:09d}'
     try:
-        thermal = convert.thermal_from_msg(thermal_msg, use_cv_bridge=False)
+        thermal = convert.thermal_from_msg(thermal_msg, nonfinite=nonfinite,
+                                           use_cv_bridge=False)
         visible = convert.visible_from_msg(rgb_msg, use_cv_bridge=False)
         t0 = time.perf_counter()
         result = stream.push(thermal, visible, stamp=stamp / 1e9, name=name)

@@ -2,9 +2,16 @@
 
 Pure functions: they read and build message objects but need no ROS graph. Every problem with a
 message (unknown encoding, zero or inconsistent sizes, a ``step`` too small for the width, data
-shorter or longer than ``step * height``, NaN in a float image, undecodable compressed data)
-raises :class:`~sgdfuse_ros.core.imaging.ImageError` (a ``ValueError``) whose text names the
-field and the numbers, so a throttled log line says what a camera driver got wrong.
+shorter or longer than ``step * height``, undecodable compressed data) raises
+:class:`~sgdfuse_ros.core.imaging.ImageError` (a ``ValueError``) whose text names the field and
+the numbers, so a throttled log line says what a camera driver got wrong.
+
+Non-finite pixels (NaN, infinite) of a float image: :func:`image_to_numpy` rejects them; a
+thermal frame follows a policy (:data:`NONFINITE_POLICIES`, :func:`thermal_frame`): radiometric
+cameras mark dead pixels with NaN, and one dead pixel must not cost every frame. ``replace``
+sets them to the frame's smallest finite value (the coldest pixel: neutral for the thermal
+gain, whose bounds are percentiles) and counts them; ``reject`` refuses the frame with
+:class:`NonFiniteError`. A frame without a single finite pixel is refused either way.
 
 Decoding goes through cv_bridge when it is importable (a ROS installation) and through this
 module's own numpy code otherwise (a venv with the PyPI wheels); both run after the same checks,
@@ -40,6 +47,18 @@ THERMAL_ENCODINGS = ('mono8', '8UC1', 'mono16', '16UC1', '32FC1')
 VISIBLE_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', '8UC1')
 #: Encodings :func:`numpy_to_image` writes.
 OUTPUT_ENCODINGS = tuple(ENCODINGS)
+#: What :func:`thermal_frame` does with NaN or infinite pixels of a float thermal frame.
+NONFINITE_POLICIES = ('replace', 'reject')
+
+
+class NonFiniteError(ImageError):
+    """A float frame holds NaN or infinite pixels and the policy is ``reject``; ``count`` of
+    them, out of ``total``."""
+
+    def __init__(self, text: str, *, count: int, total: int):
+        super().__init__(text)
+        self.count = count
+        self.total = total
 
 _bridge = None
 _bridge_checked = False
@@ -102,13 +121,13 @@ def check_image(msg, *, what: str = 'image') -> tuple[np.dtype, int]:
     return dtype, channels
 
 
-def image_to_numpy(msg, *, what: str = 'image', use_cv_bridge: bool | None = None
-                   ) -> np.ndarray:
+def image_to_numpy(msg, *, what: str = 'image', use_cv_bridge: bool | None = None,
+                   allow_nonfinite: bool = False) -> np.ndarray:
     """A sensor_msgs/Image as an array in the message's own channel order.
 
     ``H x W`` for one channel, ``H x W x C`` otherwise; native byte order. The array may share
     memory with the message (treat it as read-only). Float images with NaN or infinite values
-    are rejected.
+    are rejected (:class:`NonFiniteError`) unless ``allow_nonfinite``.
     """
     dtype, channels = check_image(msg, what=what)
     if _use_bridge(use_cv_bridge):
@@ -122,10 +141,25 @@ def image_to_numpy(msg, *, what: str = 'image', use_cv_bridge: bool | None = Non
             img = img.astype(img.dtype.newbyteorder('='))
     else:
         img = _raw_to_numpy(msg, dtype, channels)
-    if img.dtype.kind == 'f' and not np.all(np.isfinite(img)):
+    if not allow_nonfinite and img.dtype.kind == 'f' and not np.all(np.isfinite(img)):
         bad = int(np.count_nonzero(~np.isfinite(img)))
-        raise ImageError(f'{what}: {msg.encoding} image holds {bad} NaN or infinite values')
+        raise NonFiniteError(f'{what}: {msg.encoding} image holds {bad} NaN or infinite values',
+                             count=bad, total=img.size)
     return img
+
+
+def replace_nonfinite(img: np.ndarray, *, what: str = 'image') -> tuple[np.ndarray, int]:
+    """``img`` with its NaN and infinite pixels set to its smallest finite value, and how many
+    there were (``img`` itself, not copied, when there are none). Raises :class:`ImageError`
+    when no pixel is finite (nothing to replace them with)."""
+    finite = np.isfinite(img)
+    bad = img.size - int(np.count_nonzero(finite))
+    if bad == 0:
+        return img, 0
+    if bad == img.size:
+        raise ImageError(f'{what}: no finite pixel: all {img.size} pixels of the '
+                         f'{img.shape[1]}x{img.shape[0]} frame are NaN or infinite')
+    return np.where(finite, img, img[finite].min()).astype(img.dtype, copy=False), bad
 
 
 def _raw_to_numpy(msg, dtype: np.dtype, channels: int) -> np.ndarray:
@@ -181,14 +215,22 @@ def compressed_to_numpy(msg, *, what: str = 'image') -> np.ndarray:
 # What the fusion pipeline wants
 # --------------------------------------------------------------------------------------------
 
-def thermal_from_msg(msg, *, use_cv_bridge: bool | None = None) -> np.ndarray:
-    """A thermal frame (Image or CompressedImage) as a 2-D ``uint8``/``uint16``/``float32``.
+def thermal_frame(msg, *, nonfinite: str = 'reject', use_cv_bridge: bool | None = None
+                  ) -> tuple[np.ndarray, int]:
+    """A thermal frame (Image or CompressedImage) as a 2-D ``uint8``/``uint16``/``float32``,
+    and how many of its pixels were non-finite and replaced.
 
     Raw images must be single-channel (``mono8``, ``8UC1``, ``mono16``, ``16UC1``, ``32FC1``);
     a colour image is refused (a false-colour palette is not a temperature). Compressed gray
-    stored as three equal channels is accepted as gray.
+    stored as three equal channels is accepted as gray. ``nonfinite`` (one of
+    :data:`NONFINITE_POLICIES`, see the module docstring): ``replace`` or ``reject``
+    (:class:`NonFiniteError`); a frame with no finite pixel raises :class:`ImageError` either
+    way.
     """
     what = 'thermal'
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f'nonfinite must be one of {", ".join(NONFINITE_POLICIES)}, got '
+                         f'{nonfinite!r}')
     if is_compressed(msg):
         img = compressed_to_numpy(msg, what=what)
         if img.ndim == 3:
@@ -196,11 +238,30 @@ def thermal_from_msg(msg, *, use_cv_bridge: bool | None = None) -> np.ndarray:
                 raise ImageError(f'{what}: compressed image is colour; a thermal frame must be '
                                  'single-channel')
             img = np.ascontiguousarray(img[:, :, 0])
-        return img
-    if msg.encoding in ENCODINGS and msg.encoding not in THERMAL_ENCODINGS:
+    elif msg.encoding in ENCODINGS and msg.encoding not in THERMAL_ENCODINGS:
         raise ImageError(f'{what}: encoding {msg.encoding!r} is colour; a thermal frame must be '
                          'one of ' + ', '.join(THERMAL_ENCODINGS))
-    return image_to_numpy(msg, what=what, use_cv_bridge=use_cv_bridge)
+    else:
+        img = image_to_numpy(msg, what=what, use_cv_bridge=use_cv_bridge, allow_nonfinite=True)
+    if img.dtype.kind != 'f':
+        return img, 0
+    if nonfinite == 'replace':
+        return replace_nonfinite(img, what=what)
+    finite = int(np.count_nonzero(np.isfinite(img)))
+    if finite == 0:
+        replace_nonfinite(img, what=what)  # raises: no finite pixel
+    if finite < img.size:
+        enc = getattr(msg, 'encoding', 'float')
+        raise NonFiniteError(f'{what}: {enc} frame holds {img.size - finite} NaN or infinite '
+                             f'pixels of {img.size} (thermal_nonfinite is reject)',
+                             count=img.size - finite, total=img.size)
+    return img, 0
+
+
+def thermal_from_msg(msg, *, nonfinite: str = 'reject', use_cv_bridge: bool | None = None
+                     ) -> np.ndarray:
+    """The array of :func:`thermal_frame` (non-finite pixels rejected by default)."""
+    return thermal_frame(msg, nonfinite=nonfinite, use_cv_bridge=use_cv_bridge)[0]
 
 
 def visible_from_msg(msg, *, use_cv_bridge: bool | None = None) -> np.ndarray:
