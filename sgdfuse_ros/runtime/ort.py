@@ -111,6 +111,9 @@ class OrtBackend(Backend):
     ``fp16`` / ``trt_cache``  TensorRT execution provider: FP16 and its engine cache folder.
 
     Sessions are created once and reused: the ONNX graph is optimized at load, not per call.
+    When the input shapes change (a frame of another size), that run shrinks the CPU memory
+    arena afterwards, so memory taken by a large frame goes back once smaller ones follow
+    (steady streams, one shape, never pay for it).
     """
 
     name = 'onnxruntime'
@@ -151,6 +154,9 @@ class OrtBackend(Backend):
         self.io_binding = on_gpu if io_binding == 'auto' else bool(io_binding)
         self._device = ('cuda', device_id) if on_gpu else ('cpu', 0)
         self._out_shapes: dict[tuple, dict[str, tuple[tuple[int, ...], Any]]] = {}
+        self._last_shapes: tuple | None = None
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry('memory.enable_memory_arena_shrinkage', 'cpu:0')
 
     def _resolve_providers(self, providers, device_id, fp16, trt_cache):
         have = set(self._ort.get_available_providers())
@@ -230,12 +236,17 @@ class OrtBackend(Backend):
             x, want = np.asarray(inputs[n]), self._input_types.get(n)
             feeds[n] = np.ascontiguousarray(x, dtype=want) if want is not None and \
                 x.dtype != want else as_float32(x)
+        shapes = tuple(x.shape for x in feeds.values())
+        changed = self._last_shapes is not None and shapes != self._last_shapes
+        self._last_shapes = shapes
+        run_options = self._shrink if changed else None  # free what other shapes held
         if not self.io_binding:
-            outs = self.session.run(self.output_names, feeds)
+            outs = self.session.run(self.output_names, feeds, run_options)
             return dict(zip(self.output_names, outs))
-        return self._run_bound(feeds)
+        return self._run_bound(feeds, run_options)
 
-    def _run_bound(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run_bound(self, feeds: dict[str, np.ndarray], run_options=None
+                   ) -> dict[str, np.ndarray]:
         io = self.session.io_binding()
         dev, dev_id = self._device
         for n, x in feeds.items():
@@ -254,7 +265,7 @@ class OrtBackend(Backend):
                 results[n] = buf
             else:  # first call for this input shape, or a GPU output: let onnxruntime allocate
                 io.bind_output(n, dev, dev_id)
-        self.session.run_with_iobinding(io)
+        self.session.run_with_iobinding(io, run_options)
         if len(results) == len(self.output_names):
             return results
         outs = io.copy_outputs_to_cpu()
