@@ -1,6 +1,7 @@
 """Limits that keep the user's memory and files safe: the pipeline's pixel budget, memory handed
 back after large frames, and the command line's output-path checks and file-system errors."""
 
+from pathlib import Path
 import platform
 import sys
 
@@ -13,6 +14,7 @@ from sgdfuse_ros.core.budget import (DEFAULT_MAX_PIXELS, FrameTooLarge, PixelBud
 from sgdfuse_ros.core.memory import proc_status_mb, release_heap
 from sgdfuse_ros.fusion import pipeline as pipeline_module
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
+from sgdfuse_ros.tools.cli import main
 
 
 def _pair(ivif, size=None, name='FLIR_00211'):
@@ -186,3 +188,200 @@ def test_release_heap_and_rss_on_linux():
     assert release_heap() is True
     assert proc_status_mb('VmHWM') >= proc_status_mb('VmRSS') > 0
     assert proc_status_mb('NoSuchField') is None
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line: the budget's options
+# ----------------------------------------------------------------------------------------------
+
+def _write_pair(ivif, folder, name='a', size=None, suffix='.png'):
+    """A real pair written as ``folder/ir/NAME`` and ``folder/vi/NAME``; returns the paths."""
+    ir, vis = _pair(ivif, size)
+    paths = (folder / 'ir' / f'{name}{suffix}', folder / 'vi' / f'{name}{suffix}')
+    imaging.write_image(paths[0], ir)
+    imaging.write_image(paths[1], vis)
+    return paths
+
+
+def _one_error_line(capsys, *needles):
+    """stderr holds exactly one line, the ``sgdfuse: error:`` line naming every needle."""
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith('sgdfuse: error: '), lines
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def test_cli_fuse_max_pixels_resizes_or_refuses(ivif, tmp_path, capsys):
+    ir_path, vis_path = _write_pair(ivif, tmp_path, size=(1200, 900))
+    out = tmp_path / 'o.png'
+    assert main(['fuse', '--ir', str(ir_path), '--vis', str(vis_path), '--out', str(out),
+                 '--method', 'mean', '--max-pixels', '320x240']) == 0
+    written = imaging.read_image(out)
+    assert written.shape == (900, 1200, 3)
+    ir, vis = imaging.read_image(ir_path, gray=True), imaging.read_image(vis_path)
+    pipe = FusionPipeline(method='mean', max_pixels=320 * 240, thermal_smoothing=0.0)
+    np.testing.assert_array_equal(written, pipe.fuse(ir, vis).image)
+    assert pipe.working_size((1200, 900)) == (320, 240)
+    rc = main(['fuse', '--ir', str(ir_path), '--vis', str(vis_path), '--out',
+               str(tmp_path / 'r.png'), '--method', 'mean', '--max-pixels', '76800',
+               '--oversize', 'refuse'])
+    assert rc == 1 and not (tmp_path / 'r.png').exists()
+    _one_error_line(capsys, 'frame 1200x900', '--max-pixels 76800', '--oversize resize')
+    with pytest.raises(SystemExit):
+        main(['fuse', '--ir', str(ir_path), '--vis', str(vis_path), '--out', str(out),
+              '--max-pixels', 'huge'])
+    assert 'max_pixels must be a pixel count' in capsys.readouterr().err
+
+
+def test_cli_masks_max_pixels_writes_full_size_masks(ivif, tmp_path, capsys):
+    ir_path, vis_path = _write_pair(ivif, tmp_path, size=(1200, 900))
+    out = tmp_path / 'masks'
+    assert main(['masks', '--ir', str(ir_path), '--vis', str(vis_path), '--out', str(out),
+                 '--provider', 'saliency', '--max-pixels', '320x240', '--quiet']) == 0
+    assert imaging.read_image(out / 'a_ir_mask.png').shape == (900, 1200)
+    assert imaging.read_image(out / 'a_overlay.png').shape == (900, 2400, 3)
+    capsys.readouterr()
+    assert main(['masks', '--ir', str(ir_path), '--vis', str(vis_path), '--out',
+                 str(tmp_path / 'm2'), '--provider', 'saliency', '--max-pixels', '320x240',
+                 '--oversize', 'refuse', '--quiet']) == 1
+    assert '--max-pixels 76800' in capsys.readouterr().err
+    assert not list((tmp_path / 'm2').glob('*.png'))
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line: outputs never overwrite inputs, existing files only with --overwrite
+# ----------------------------------------------------------------------------------------------
+
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_cli_fuse_out_equal_to_an_input_folder_is_refused(ivif, tmp_path, capsys):
+    for name in ('a', 'b'):
+        _write_pair(ivif, tmp_path / 'd', name=name)
+    before = _snapshot(tmp_path / 'd')
+    rc = main(['fuse', '--ir', str(tmp_path / 'd' / 'ir'), '--vis', str(tmp_path / 'd' / 'vi'),
+               '--out', str(tmp_path / 'd' / 'ir'), '--method', 'mean', '--quiet'])
+    assert rc == 2
+    _one_error_line(capsys, 'is the input', 'another --out')
+    assert _snapshot(tmp_path / 'd') == before
+    # An input of another type under the same name: the fused a.png would be read as it.
+    jpg = tmp_path / 'j'
+    _write_pair(ivif, jpg, suffix='.jpg')
+    before = _snapshot(jpg)
+    assert main(['fuse', '--ir', str(jpg / 'ir'), '--vis', str(jpg / 'vi'), '--out',
+                 str(jpg / 'vi'), '--method', 'mean', '--overwrite', '--quiet']) == 2
+    _one_error_line(capsys, 'beside the input', 'a.jpg')
+    assert _snapshot(jpg) == before
+
+
+def test_cli_fuse_pair_never_replaces_an_input(ivif, tmp_path, capsys):
+    ir_path, vis_path = _write_pair(ivif, tmp_path)
+    before = _snapshot(tmp_path)
+    link = tmp_path / 'link.png'
+    link.hardlink_to(ir_path)  # the same file under another name
+    sym = tmp_path / 'sym.png'
+    sym.symlink_to(vis_path)
+    for out in (ir_path, vis_path, link, sym, tmp_path / 'ir' / '..' / 'ir' / 'a.png'):
+        for extra in ([], ['--overwrite']):
+            rc = main(['fuse', '--ir', str(ir_path), '--vis', str(vis_path), '--out', str(out),
+                       '--method', 'mean', *extra])
+            assert rc == 2, (out, extra)
+            _one_error_line(capsys, out, 'never replaces an input')
+    assert {p: b for p, b in _snapshot(tmp_path).items() if p.name == 'a.png'} == before
+
+
+def test_cli_fuse_existing_outputs_need_overwrite(ivif, tmp_path, capsys):
+    ir_path, vis_path = _write_pair(ivif, tmp_path / 'in')
+    out = tmp_path / 'o.png'
+    out.write_bytes(b'keep me')
+    args = ['fuse', '--ir', str(ir_path), '--vis', str(vis_path), '--out', str(out),
+            '--method', 'mean']
+    assert main(args) == 2
+    _one_error_line(capsys, out, 'exists already', '--overwrite')
+    assert out.read_bytes() == b'keep me'
+    assert main([*args, '--overwrite']) == 0
+    assert imaging.read_image(out).shape == imaging.read_image(vis_path).shape
+    # Folder mode: every name is checked before the first is written.
+    for name in ('b', 'c'):
+        _write_pair(ivif, tmp_path / 'in', name=name)
+    fused = tmp_path / 'fused'
+    fused.mkdir()
+    (fused / 'c.png').write_bytes(b'keep me too')
+    folder_args = ['fuse', '--ir', str(tmp_path / 'in' / 'ir'), '--vis',
+                   str(tmp_path / 'in' / 'vi'), '--out', str(fused), '--method', 'mean',
+                   '--quiet']
+    for extra in ([], ['--sequence']):
+        assert main([*folder_args, *extra]) == 2
+        _one_error_line(capsys, fused / 'c.png', 'exists already', '--overwrite')
+        assert sorted(p.name for p in fused.iterdir()) == ['c.png']
+        assert (fused / 'c.png').read_bytes() == b'keep me too'
+    assert main([*folder_args, '--overwrite']) == 0
+    assert sorted(p.name for p in fused.iterdir()) == ['a.png', 'b.png', 'c.png']
+    assert imaging.read_image(fused / 'c.png').ndim == 3
+
+
+def test_cli_masks_outputs_are_checked_like_fuse(ivif, tmp_path, capsys):
+    ir_path, vis_path = _write_pair(ivif, tmp_path)
+    out = tmp_path / 'm'
+    out.mkdir()
+    (out / 'a_overlay.png').write_bytes(b'keep me')
+    args = ['masks', '--ir', str(ir_path), '--vis', str(vis_path), '--out', str(out),
+            '--provider', 'saliency', '--quiet']
+    assert main(args) == 2
+    _one_error_line(capsys, 'a_overlay.png', 'exists already', '--overwrite')
+    assert sorted(p.name for p in out.iterdir()) == ['a_overlay.png']
+    assert main([*args, '--overwrite']) == 0
+    assert len(list(out.iterdir())) == 3
+    # Masks written into the thermal folder under an input's name are refused.
+    imaging.write_image(tmp_path / 'ir' / 'a_ir_mask.png', np.zeros((4, 4), np.uint8))
+    before = _snapshot(tmp_path / 'ir')
+    assert main(['masks', '--ir', str(tmp_path / 'ir'), '--vis', str(tmp_path / 'vi'),
+                 '--out', str(tmp_path / 'ir'), '--provider', 'saliency', '--overwrite',
+                 '--quiet']) == 2
+    _one_error_line(capsys, 'a_ir_mask.png', 'is the input')
+    assert _snapshot(tmp_path / 'ir') == before
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line: file-system problems are one line, exit status 2
+# ----------------------------------------------------------------------------------------------
+
+def test_cli_file_system_errors_are_one_line(ivif, tmp_path, capsys):
+    ir_path, vis_path = _write_pair(ivif, tmp_path)
+    ir_dir, vi_dir = tmp_path / 'ir', tmp_path / 'vi'
+    a_file = tmp_path / 'existing.png'
+    a_file.write_bytes(b'x')
+    a_folder = tmp_path / 'folder'
+    a_folder.mkdir()
+    (a_folder / 'a.png').mkdir()  # a folder where the fused a.png would go
+    pair = ['--ir', str(ir_path), '--vis', str(vis_path)]
+    folders = ['--ir', str(ir_dir), '--vis', str(vi_dir)]
+    cases = [
+        (['fuse', *folders, '--out', str(a_file)], (a_file, 'is a file, not a folder')),
+        (['fuse', *folders, '--out', str(a_file), '--sequence'], (a_file, 'not a folder')),
+        (['fuse', *pair, '--out', str(a_folder)], (a_folder, 'is a folder')),
+        (['fuse', *folders, '--out', str(a_folder)], (a_folder / 'a.png', 'is a folder')),
+        (['fuse', *pair, '--out', str(a_file / 'o.png')], (a_file, 'cannot create')),
+        (['fuse', *pair, '--out', str(tmp_path / 'o.tga')], ('o.tga', 'unknown image type')),
+        (['fuse', '--ir', str(tmp_path / 'none.png'), '--vis', str(vis_path), '--out',
+          str(tmp_path / 'o.png')], ('none.png', 'no such file')),
+        (['masks', *pair, '--out', str(a_file)], (a_file, 'is a file, not a folder')),
+        (['masks', *folders, '--out', str(a_file / 'sub')], (a_file, 'cannot create')),
+        (['eval', *folders, '--fused', str(tmp_path / 'missing')],
+         ('--fused', 'missing', 'no such folder')),
+        (['eval', *folders, '--fused', str(a_file)], (a_file, 'is a file, not a folder')),
+    ]
+    if Path('/proc/self').is_dir():
+        cases += [(['fuse', *pair, '--out', '/proc/o.png'], ('/proc/o.png', 'cannot write')),
+                  (['fuse', *folders, '--out', '/proc/fused'], ('/proc/fused', 'cannot')),
+                  (['masks', *pair, '--out', '/proc/m'], ('/proc/m', 'cannot'))]
+    for argv, needles in cases:
+        if argv[0] in ('fuse', 'masks'):
+            argv = [*argv, '--method', 'mean'] if argv[0] == 'fuse' else \
+                [*argv, '--provider', 'saliency']
+        assert main(argv) == 2, argv
+        _one_error_line(capsys, *needles)
+    assert a_file.read_bytes() == b'x' and not (tmp_path / 'o.png').exists()

@@ -104,7 +104,7 @@ def test_cli_single_pair_errors(ivif, tmp_path, capsys):
     rc = main(['fuse', '--ir', str(tmp_path / 'none.png'),
                '--vis', str(ivif / 'RoadScene' / 'vi' / 'FLIR_00211.jpg'),
                '--out', str(tmp_path / 'o.png'), '--method', 'mean'])
-    assert rc == 1 and 'none.png: no such file' in capsys.readouterr().err
+    assert rc == 2 and 'none.png: no such file' in capsys.readouterr().err
     rc = main(['fuse', '--ir', str(ivif / 'TNO' / 'ir' / '01.png'),
                '--vis', str(ivif / 'RoadScene' / 'vi' / 'FLIR_00211.jpg'),
                '--out', str(tmp_path / 'o.png'), '--method', 'mean'])

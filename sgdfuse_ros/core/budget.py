@@ -34,8 +34,8 @@ class FrameTooLarge(ImageError):
         w, h = self.size
         return (f'{self.name}: frame {w}x{h} ({w * h} pixels) is over the pixel budget '
                 f'{budget_option} {self.max_pixels} ({pixels_text(self.max_pixels)}); raise '
-                f'{budget_option} (0: no limit) or use {mode_option} to fuse it at a reduced '
-                'working size')
+                f'{budget_option} (0: no limit) or use {mode_option} (run it at the largest '
+                'size within the budget)')
 
 
 def pixels_text(pixels: int) -> str:

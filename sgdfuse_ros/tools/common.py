@@ -1,8 +1,13 @@
-"""What the ``sgdfuse`` subcommands share: the error line and the progress bar."""
+"""What the ``sgdfuse`` subcommands share: the error line, the progress bar and the options
+of the pixel budget."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+
+from sgdfuse_ros.core.budget import (DEFAULT_MAX_PIXELS, OVERSIZE_MODES, FrameTooLarge,
+                                     parse_max_pixels)
 
 
 def err(msg: str) -> None:
@@ -23,3 +28,28 @@ def progress(items, desc: str, enabled: bool = True, unit: str = 'pair'):
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return items
     return tqdm(items, desc=desc, unit=unit, file=sys.stderr)
+
+
+def add_budget_arguments(p: argparse.ArgumentParser) -> None:
+    """``--max-pixels`` and ``--oversize``: the pixel budget of the networks
+    (:mod:`sgdfuse_ros.core.budget`)."""
+    p.add_argument('--max-pixels', type=_max_pixels, default=DEFAULT_MAX_PIXELS,
+                   metavar='N|WxH',
+                   help='most pixels the networks run on, a count or WxH (default 1920x1080 '
+                   '= %(default)s; 0: no limit). Memory grows with it: for the default method '
+                   'about 1.6 GB at the default, 5.6 GB at 3840x2160 (docs/benchmarks.md)')
+    p.add_argument('--oversize', choices=OVERSIZE_MODES, default='resize',
+                   help='a frame over --max-pixels: resize (run at the largest size within '
+                   "the budget, write at the frame's size; the default) or refuse (an error)")
+
+
+def _max_pixels(text: str) -> int | None:
+    try:
+        return parse_max_pixels(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def too_large(exc: FrameTooLarge) -> str:
+    """The refusal of an over-budget frame in the command line's words."""
+    return exc.describe('--max-pixels', '--oversize resize')

@@ -4,6 +4,9 @@ The metrics and their two conventions are those of :mod:`sgdfuse_ros.core.metric
 ``standard`` (SSIM as Wang et al. define it, PSNR with peak 255) and ``evaluator`` (SSIM and
 PSNR as the evaluator published with MMIF-CDDFuse computes them, so the numbers sit beside
 published tables). The other metrics are the same in both.
+
+A folder that is missing or cannot be listed is one error line (exit status 2); an image that
+cannot be read is listed as a warning and left out.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core import files, imaging
 from sgdfuse_ros.core.metrics import CONVENTIONS, compute_metrics, format_table, mean_metrics
 from .common import err, warn
 
@@ -56,15 +59,22 @@ def evaluate_folders(ir_dir: Path, vis_dir: Path, fused_dir: Path, *,
             per_image[pair.name] = compute_metrics(f, ir, vis, convention=convention)
         except (imaging.ImageError, ValueError) as exc:
             problems.append(str(exc))
+        except OSError as exc:  # a file that cannot be read (permissions, a folder...)
+            problems.append(str(files.os_problem(exc.filename or pair.name, exc)))
     return per_image, problems
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        for flag, folder in (('--ir', args.ir), ('--vis', args.vis), ('--fused', args.fused)):
+            files.require_folder(folder, flag)
         per_image, problems = evaluate_folders(args.ir, args.vis, args.fused,
                                                convention=args.convention)
-    except (ValueError, OSError) as exc:
+    except (files.PathError, ValueError) as exc:
         err(str(exc))
+        return 2
+    except OSError as exc:  # a folder that cannot be listed
+        err(str(files.os_problem(exc.filename or args.fused, exc)))
         return 2
     for p in problems:
         warn(p)

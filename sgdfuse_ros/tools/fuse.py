@@ -7,6 +7,12 @@ the two folders as the frames of one video, in file-name order, through a
 over frames as in the node, and masks refreshed on the node's schedule (every
 ``round(rate / mask_rate)`` frames, used from one refresh period later), so the output is
 what the node would publish for that video, frame for frame, on any machine.
+
+Safe with the user's memory and files: the networks run on at most ``--max-pixels`` pixels
+(default 1920x1080; larger frames are fused at a reduced working size and written at their
+own size, or refused with ``--oversize refuse``); an output never replaces an input, an
+existing file is replaced only with ``--overwrite`` (every name is checked before the first is
+written), and a path that cannot be used is one error line (exit status 2).
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import argparse
 from pathlib import Path
 import sys
 
-from sgdfuse_ros.core import imaging
-from .common import err, progress
+from sgdfuse_ros.core import files, imaging
+from sgdfuse_ros.core.budget import DEFAULT_MAX_PIXELS, FrameTooLarge
+from .common import add_budget_arguments, err, progress, too_large
 
 #: Frame rate assumed for ``--sequence`` without ``--rate`` (Hz).
 DEFAULT_RATE = 10.0
@@ -50,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--mask-rate', type=float, metavar='HZ',
                    help='mask refreshes per second in --sequence mode '
                    f'(default {DEFAULT_MASK_RATE:g}, as the node)')
+    add_budget_arguments(p)
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace output files that exist already (never an input)')
     p.add_argument('--list-methods', action='store_true', help='list the methods and exit')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
 
@@ -77,7 +87,9 @@ def build_pipeline(args: argparse.Namespace, *, video: bool = False):
     cfg = PipelineConfig(method=args.method, method_options=method_options(args),
                          mask_provider=getattr(args, 'mask_provider', 'auto'),
                          mask_options=mask_options, homography=args.homography,
-                         output='mono' if getattr(args, 'mono', False) else 'color')
+                         output='mono' if getattr(args, 'mono', False) else 'color',
+                         max_pixels=getattr(args, 'max_pixels', DEFAULT_MAX_PIXELS),
+                         oversize=getattr(args, 'oversize', 'resize'))
     if not video:
         cfg.thermal_smoothing = 0.0
     return FusionPipeline(cfg)
@@ -107,6 +119,36 @@ def _check_sequence_args(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _plan(args: argparse.Namespace
+          ) -> tuple[list[imaging.PairPaths], list[str], dict[str, Path], list[Path]]:
+    """The pairs to fuse, the problems met matching them, each pair's output file and every
+    input file (the outputs must not touch them). Raises ``PathError`` / ``ImageError``."""
+    if not args.ir.is_dir():
+        files.require_file(args.ir, '--ir')
+        files.require_file(args.vis, '--vis')
+        files.check_output_file(args.out)
+        pair = imaging.PairPaths(args.ir.stem, args.ir, args.vis)
+        return [pair], [], {pair.name: args.out}, [args.ir, args.vis]
+    files.check_output_folder(args.out)
+    pairs, problems = imaging.match_pairs(args.ir, args.vis)
+    if not pairs:
+        raise imaging.ImageError(f'no image pairs with matching names in {args.ir} and '
+                                 f'{args.vis}')
+    inputs = [*imaging.list_images(args.ir).values(), *imaging.list_images(args.vis).values()]
+    return pairs, problems, {p.name: args.out / f'{p.name}.png' for p in pairs}, inputs
+
+
+def _read(pair: imaging.PairPaths):
+    """The pair's frames; an unreadable file is an ``ImageError`` naming it."""
+    frames = []
+    for path, gray in ((pair.ir, True), (pair.vis, None)):
+        try:
+            frames.append(imaging.read_image(path, gray=gray))
+        except OSError as exc:
+            raise imaging.ImageError(f'{path}: {exc.strerror or exc}') from None
+    return frames
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list_methods:
         return _list_methods()
@@ -123,35 +165,43 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, ImportError, BackendError) as exc:
         err(str(exc))
         return 2
+    try:
+        pairs, problems, outputs, inputs = _plan(args)
+        files.check_outputs(outputs.values(), inputs, overwrite=args.overwrite)
+        if args.ir.is_dir():
+            files.writable_folder(args.out)
+        else:
+            files.writable_folder(args.out.parent, target=args.out)
+    except (files.PathError, imaging.ImageError, OSError) as exc:
+        if isinstance(exc, OSError):  # e.g. a folder that cannot be listed
+            exc = files.os_problem(exc.filename or args.out, exc)
+        err(str(exc))
+        return 2
+    try:
+        if getattr(args, 'sequence', False):
+            return _fuse_sequence(args, pipeline, sorted(pairs, key=lambda p: p.name),
+                                  problems, outputs)
+        return _fuse_pairs(args, pipeline, pairs, problems, outputs)
+    except files.PathError as exc:  # an output could not be written: the next would not either
+        err(str(exc))
+        return 2
 
-    if not args.ir.is_dir():
-        pairs, problems = [imaging.PairPaths(args.ir.stem, args.ir, args.vis)], []
-        outputs = {args.ir.stem: args.out}
-    else:
-        try:
-            pairs, problems = imaging.match_pairs(args.ir, args.vis)
-        except imaging.ImageError as exc:
-            err(str(exc))
-            return 2
-        outputs = {p.name: args.out / f'{p.name}.png' for p in pairs}
-        if not pairs:
-            err(f'no image pairs with matching names in {args.ir} and {args.vis}')
-            return 2
-    if getattr(args, 'sequence', False):
-        return _fuse_sequence(args, pipeline, sorted(pairs, key=lambda p: p.name), problems,
-                              outputs)
+
+def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPaths],
+                problems: list[str], outputs: dict[str, Path]) -> int:
+    """Each pair on its own (still images)."""
     failures = list(problems)
     for pair in progress(pairs, f'fuse ({pipeline.method_name})',
                          enabled=len(pairs) > 1 and not args.quiet):
         try:
-            result = pipeline.fuse(imaging.read_image(pair.ir, gray=True),
-                                   imaging.read_image(pair.vis), name=str(pair.ir))
-            imaging.write_image(outputs[pair.name], result.image)
+            result = pipeline.fuse(*_read(pair), name=str(pair.ir))
         except (imaging.ImageError, ValueError) as exc:
-            failures.append(str(exc))
+            failures.append(too_large(exc) if isinstance(exc, FrameTooLarge) else str(exc))
             if len(pairs) == 1:
-                err(str(exc))
+                err(failures[-1])
                 return 1
+            continue
+        files.write_image(outputs[pair.name], result.image)
     done = len(pairs) - (len(failures) - len(problems))
     if len(pairs) > 1 or failures:
         print(f'fused {done} pair(s) with {pipeline.method_name} into {args.out}')
@@ -171,12 +221,12 @@ def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairP
         for pair in progress(pairs, f'fuse sequence ({pipeline.method_name})',
                              enabled=not args.quiet, unit='frame'):
             try:
-                result = stream.push(imaging.read_image(pair.ir, gray=True),
-                                     imaging.read_image(pair.vis), name=str(pair.ir))
-                imaging.write_image(outputs[pair.name], result.image)
-                done += 1
+                result = stream.push(*_read(pair), name=str(pair.ir))
             except (imaging.ImageError, ValueError) as exc:
-                failures.append(str(exc))
+                failures.append(too_large(exc) if isinstance(exc, FrameTooLarge) else str(exc))
+                continue
+            files.write_image(outputs[pair.name], result.image)
+            done += 1
         stats = stream.mask_stats()
     line = (f'fused {done} frame(s) of a {rate:g} Hz sequence with {pipeline.method_name} '
             f'into {args.out}')

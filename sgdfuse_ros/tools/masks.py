@@ -5,6 +5,11 @@ For each pair ``NAME`` (a pair of files, or the pairs of two folders matched by 
 * ``NAME_ir_mask.png``, ``NAME_vis_mask.png``: the masks, 8-bit gray (0-255), the input's size;
 * ``NAME_overlay.png``: thermal (red) and visible (green) masks over their frames, side by side,
   with the box prompts the provider used.
+
+A pair over ``--max-pixels`` has its masks computed at the largest size within the budget and
+written at its own size (``--oversize refuse``: listed as a failure instead). Outputs are
+checked as ``sgdfuse fuse`` checks them: never an input, existing files only with
+``--overwrite``, a path that cannot be used is one error line (exit status 2).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import sys
 import cv2
 import numpy as np
 
-from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core import files, imaging
+from sgdfuse_ros.core.budget import FrameTooLarge, PixelBudget
 from sgdfuse_ros.masks.base import MaskResult, build_provider, provider_names
+from .common import add_budget_arguments, err, too_large
 
 IR_COLOUR = (255, 60, 40)
 VIS_COLOUR = (40, 230, 60)
@@ -65,15 +72,38 @@ def read_pair(ir_path: Path, vis_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return imaging.ThermalGain(smoothing=0.0)(registered), visible
 
 
+def output_paths(out_dir: Path, name: str) -> list[Path]:
+    """``NAME_ir_mask.png``, ``NAME_vis_mask.png`` and ``NAME_overlay.png`` in ``out_dir``."""
+    return [out_dir / f'{name}_ir_mask.png', out_dir / f'{name}_vis_mask.png',
+            out_dir / f'{name}_overlay.png']
+
+
 def write_masks(out_dir: Path, name: str, ir: np.ndarray, visible: np.ndarray,
                 result: MaskResult) -> list[Path]:
-    """Write ``NAME_ir_mask.png``, ``NAME_vis_mask.png`` and ``NAME_overlay.png``."""
-    paths = [out_dir / f'{name}_ir_mask.png', out_dir / f'{name}_vis_mask.png',
-             out_dir / f'{name}_overlay.png']
-    imaging.write_image(paths[0], imaging.to_uint8(result.ir))
-    imaging.write_image(paths[1], imaging.to_uint8(result.vis))
-    imaging.write_image(paths[2], overlay(ir, visible, result))
+    """Write ``NAME_ir_mask.png``, ``NAME_vis_mask.png`` and ``NAME_overlay.png`` (a
+    file-system failure raises :class:`~sgdfuse_ros.core.files.PathError`)."""
+    paths = output_paths(out_dir, name)
+    files.write_image(paths[0], imaging.to_uint8(result.ir))
+    files.write_image(paths[1], imaging.to_uint8(result.vis))
+    files.write_image(paths[2], overlay(ir, visible, result))
     return paths
+
+
+def masks_within_budget(provider, ir: np.ndarray, visible: np.ndarray, budget: PixelBudget,
+                        name: str = 'pair') -> MaskResult:
+    """The provider's masks of a pair, computed at most at the budget's size: a larger pair is
+    scaled down for the provider, its masks and box prompts scaled back to the pair's size
+    (``refuse`` mode: :class:`FrameTooLarge`)."""
+    h, w = ir.shape
+    work = budget.working_size((w, h), name)
+    if work == (w, h):
+        return provider(ir, visible)
+    result = provider(imaging.resize(ir, work), imaging.resize(visible, work))
+    scale = np.array([w / work[0], h / work[1]] * 2, np.float32)
+    result.ir, result.vis = imaging.resize(result.ir, (w, h)), imaging.resize(result.vis, (w, h))
+    result.boxes = {k: np.asarray(b, np.float32).reshape(-1, 4) * scale
+                    for k, b in result.boxes.items() if b is not None}
+    return result
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,6 +129,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='image-encoder runtime (default auto)')
     p.add_argument('--device', help='cpu or cuda[:N] (default cpu)')
     p.add_argument('--threads', type=int, help='CPU threads (default: all cores)')
+    add_budget_arguments(p)
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace output files that exist already (never an input)')
     p.add_argument('--quiet', action='store_true', help='no per-pair lines')
 
 
@@ -115,11 +148,25 @@ def provider_options(args) -> dict:
     return opts
 
 
-def run_masks_command(args) -> int:
-    """``sgdfuse masks``; returns the exit status (0 ok, 1 some pairs failed, 2 bad usage)."""
-    def err(msg: str) -> None:
-        print(f'sgdfuse masks: error: {msg}', file=sys.stderr)
+def _plan(args) -> tuple[list[imaging.PairPaths], list[str], list[Path]]:
+    """The pairs, the problems met matching them and every input file. Raises ``PathError``
+    or ``ImageError``."""
+    files.check_output_folder(args.out)
+    if not args.ir.is_dir():
+        files.require_file(args.ir, '--ir')
+        files.require_file(args.vis, '--vis')
+        return [imaging.PairPaths(args.ir.stem, args.ir, args.vis)], [], [args.ir, args.vis]
+    pairs, problems = imaging.match_pairs(args.ir, args.vis)
+    if not pairs:
+        raise imaging.ImageError(f'no image pairs with matching names in {args.ir} and '
+                                 f'{args.vis}')
+    inputs = [*imaging.list_images(args.ir).values(), *imaging.list_images(args.vis).values()]
+    return pairs, problems, inputs
 
+
+def run_masks_command(args) -> int:
+    """``sgdfuse masks``; returns the exit status (0 ok, 1 some pairs failed, 2 bad usage or a
+    path that cannot be used)."""
     if args.ir.is_dir() != args.vis.is_dir():
         err('--ir and --vis must both be files or both be folders')
         return 2
@@ -128,17 +175,17 @@ def run_masks_command(args) -> int:
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         err(str(exc))
         return 2
-    if args.ir.is_dir():
-        try:
-            pairs, problems = imaging.match_pairs(args.ir, args.vis)
-        except imaging.ImageError as exc:
-            err(str(exc))
-            return 2
-        if not pairs:
-            err(f'no image pairs with matching names in {args.ir} and {args.vis}')
-            return 2
-    else:
-        pairs, problems = [imaging.PairPaths(args.ir.stem, args.ir, args.vis)], []
+    budget = PixelBudget(max_pixels=args.max_pixels, mode=args.oversize)
+    try:
+        pairs, problems, inputs = _plan(args)
+        outputs = [p for pair in pairs for p in output_paths(args.out, pair.name)]
+        files.check_outputs(outputs, inputs, overwrite=args.overwrite)
+        files.writable_folder(args.out)
+    except (files.PathError, imaging.ImageError, OSError) as exc:
+        if isinstance(exc, OSError):  # e.g. a folder that cannot be listed
+            exc = files.os_problem(exc.filename or args.out, exc)
+        err(str(exc))
+        return 2
     describe = getattr(provider, 'describe', lambda: getattr(provider, 'name', '?'))
     if not args.quiet:
         print(f'mask provider: {describe()}')
@@ -147,11 +194,21 @@ def run_masks_command(args) -> int:
     for pair in pairs:
         try:
             ir, visible = read_pair(pair.ir, pair.vis)
-            result = provider(ir, visible)
-            write_masks(args.out, pair.name, ir, visible, result)
+            result = masks_within_budget(provider, ir, visible, budget, name=str(pair.ir))
+        except FrameTooLarge as exc:
+            failures.append(too_large(exc))
+            continue
         except (imaging.ImageError, ValueError) as exc:
             failures.append(str(exc))
             continue
+        except OSError as exc:  # an input that cannot be read
+            failures.append(str(files.os_problem(exc.filename or pair.ir, exc)))
+            continue
+        try:
+            write_masks(args.out, pair.name, ir, visible, result)
+        except files.PathError as exc:  # the next pair could not be written either
+            err(str(exc))
+            return 2
         totals.append(result.timings.get('total', 0.0))
         if not args.quiet:
             t = result.timings
