@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from sgdfuse_ros.core.budget import DEFAULT_MAX_PIXELS, OVERSIZE_MODES
 from sgdfuse_ros.core.imaging import parse_homography
 from sgdfuse_ros.core.matching import SYNC_BACKENDS, message_filters_available
 from sgdfuse_ros.fusion.methods import AUTO_ORDER
@@ -204,6 +205,13 @@ PARAMETERS: tuple[Param, ...] = (
           note="resolution the method runs at; 0 x 0 = the RGB frame's own"),
     Param('work_height', 'int', 0, "Height the fusion method runs at (0 = the RGB frame's own).",
           'method', low=0),
+    Param('max_pixels', 'int', DEFAULT_MAX_PIXELS, 'Most pixels the fusion method runs on (0 = no '
+          'limit; the default is 1920x1080): memory is bounded by it, not by the input. A '
+          'larger frame (or work size) is handled as oversize says.', 'method', low=0,
+          note='pixel budget of the networks (1920x1080); 0 = no limit'),
+    Param('oversize', 'str', 'resize', 'A frame over max_pixels: resize (fused at the largest '
+          "size within the budget, aspect kept, published at the RGB frame's size) or refuse "
+          '(dropped with an error).', 'method', choices=OVERSIZE_MODES),
     Param('mask_provider', 'str', 'auto', 'Semantic mask provider for methods that use masks '
           '(auto, mobile_sam, sam, lite_medsam, saliency, none).', 'masks', check=_not_empty,
           note='auto | mobile_sam | sam | lite_medsam | saliency | none'),
@@ -298,6 +306,7 @@ def _pipeline_config(self):
         mask_provider=self.mask_provider, mask_options=mask_options,
         homography=np.array(self.homography).reshape(3, 3) if self.homography else None,
         work_size=work, output='mono' if self.output_encoding == 'mono8' else 'color',
+        max_pixels=self.max_pixels, oversize=self.oversize,
         thermal_low_percentile=self.thermal_low_percentile,
         thermal_high_percentile=self.thermal_high_percentile,
         thermal_smoothing=self.thermal_smoothing)
@@ -364,6 +373,9 @@ def validate_settings(values: Mapping[str, Any]) -> NodeSettings:
     w, h = out['work_width'], out['work_height']
     if (w > 0) != (h > 0):
         problems.append(f'work_width and work_height must both be 0 or both > 0, got {w}x{h}')
+    if out['oversize'] == 'refuse' and 0 < out['max_pixels'] < w * h:
+        problems.append(f'work_width x work_height ({w}x{h}) is over max_pixels '
+                        f"{out['max_pixels']} with oversize refuse")
     lo, hi = out['thermal_low_percentile'], out['thermal_high_percentile']
     if not lo < hi:
         problems.append(f'thermal_low_percentile must be below thermal_high_percentile, got '

@@ -385,3 +385,27 @@ def test_cli_file_system_errors_are_one_line(ivif, tmp_path, capsys):
         assert main(argv) == 2, argv
         _one_error_line(capsys, *needles)
     assert a_file.read_bytes() == b'x' and not (tmp_path / 'o.png').exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The node's parameters
+# ----------------------------------------------------------------------------------------------
+
+def test_node_parameters_carry_the_budget():
+    from sgdfuse_ros.params import ParameterError, validate_settings
+
+    cfg = validate_settings({}).pipeline_config()
+    assert (cfg.max_pixels, cfg.oversize) == (DEFAULT_MAX_PIXELS, 'resize')
+    cfg = validate_settings({'max_pixels': 640 * 480, 'oversize': 'refuse'}).pipeline_config()
+    pipe = FusionPipeline(cfg)
+    assert pipe.budget == PixelBudget(max_pixels=640 * 480, mode='refuse')
+    unlimited = validate_settings({'max_pixels': 0}).pipeline_config()
+    assert FusionPipeline(unlimited).budget.max_pixels is None
+    with pytest.raises(ParameterError, match=r'work_width x work_height \(800x600\) is over '
+                       'max_pixels 307200 with oversize refuse'):
+        validate_settings({'max_pixels': 640 * 480, 'oversize': 'refuse', 'work_width': 800,
+                           'work_height': 600})
+    with pytest.raises(ParameterError, match='oversize must be one of resize, refuse'):
+        validate_settings({'oversize': 'crop'})
+    with pytest.raises(ParameterError, match='max_pixels must be >= 0'):
+        validate_settings({'max_pixels': -1})
