@@ -4,7 +4,8 @@ from sgdfuse_ros.core.matching import DROP_REASONS
 from sgdfuse_ros.ros import diagnostics as d
 
 COUNTERS = {'thermal_received': 30, 'rgb_received': 31, 'pairs': 30, 'published': 28,
-            'dropped_stale': 2, 'sync_dropped': {'superseded': [0, 1]}, 'errors': {},
+            'dropped': {'stale': 2, 'late_at_take': 1}, 'thermal_nonfinite_pixels': 7,
+            'thermal_nonfinite_frames': 3, 'sync_dropped': {'superseded': [0, 1]}, 'errors': {},
             'last_error': ''}
 IDENTITY = {'method': 'sgdfuse', **d.backend_values({'stage1': 'onnxruntime (CPU, 2 threads)',
                                                      'refiner': 'tensorrt (sm89, fp16)'})}
@@ -27,6 +28,9 @@ def test_a_healthy_node_reports_ok_with_its_backends():
     assert v['backend'] == 'onnxruntime, tensorrt'
     assert v['backend_refiner'] == 'tensorrt (sm89, fp16)'
     assert v['pairs_dropped_stale'] == '2' and v['latency_fuse_ms'] == 'mean 20.0, p95 30.0'
+    assert v['pairs_dropped_late_at_take'] == '1' and v['pairs_dropped_late_at_publish'] == '0'
+    assert v['pairs_dropped_thermal_nonfinite'] == '0'
+    assert (v['thermal_nonfinite_pixels'], v['thermal_nonfinite_frames']) == ('7', '3')
     assert {f'sync_dropped_{r}' for r in DROP_REASONS} <= set(v)
     assert v['sync_dropped_superseded'] == 'thermal 0, rgb 1'
     assert d.backend_values({}) == {'backend': 'none (no network)'}
@@ -56,3 +60,17 @@ def test_rates_and_latency_window():
     assert rates.update(2.0, {'fused': 25}) == ({'fused': 10.0}, {'fused': 20})
     stats = d.latency_stats([{'total': 10.0, 'stage1': 4.0}, {'total': 30.0, 'node': 1.0}])
     assert list(stats) == ['total', 'node', 'stage1'] and stats['total'][0] == 20.0
+
+
+def test_late_pairs_with_nothing_published_warn():
+    """Pairs dropped as older than max_latency while others are published is the policy at
+    work; late pairs and nothing published means the node cannot meet max_latency at all."""
+    some = _report(new_late=3, new_fused=12, max_latency=0.2)
+    assert some.level == d.OK and not some.warnings
+    none = _report(new_late=15, new_fused=0, max_latency=0.2,
+                   latency={'total': (310.0, 400.0)})
+    assert none.level == d.WARN
+    assert ('15 pair(s) older than max_latency (0.2 s) dropped and none published in the last '
+            'period; fusion takes 310 ms') in none.message
+    assert [name for name, _ in none.warnings] == ['latency']
+    assert 'raise max_latency' in none.warnings[0][1]

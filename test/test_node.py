@@ -1,15 +1,14 @@
 """sgdfuse_node end to end: a real rclpy graph on loopback, real image pairs, bad input mixed in.
 
-The environment is set before rclpy creates any context (``ros_env_defaults``: localhost-only
-discovery, a random domain id unless one is set, the package's Fast DDS profile). In-process
-tests run the node and a tester node in one executor thread of their own rclpy context; one
-test starts the node as a separate process through ``main`` and the YAML file. Tests with a
-method of their own hand the node a pipeline built around it. The parameter schema is tested
-without ROS in test_params.py.
+In-process tests run the node and a tester node in one executor thread of their own rclpy
+context (``ros_harness``); one test starts the node as a separate process through ``main`` and
+the YAML file. Tests with a method of their own hand the node a pipeline built around it. The
+parameter schema is tested without ROS in test_params.py; the operations (shutdown, max_latency,
+the thermal non-finite policy, run-time parameters) in test_node_ops.py, the managed node in
+test_lifecycle.py.
 """
 
 import os
-from pathlib import Path
 import random
 import signal
 import subprocess
@@ -20,28 +19,24 @@ import time
 import numpy as np
 import pytest
 
-from sgdfuse_ros.ros.graph import qos_profile, ros_env_defaults
-
-REPO = Path(__file__).resolve().parents[1]
-ros_env_defaults()
-
 rclpy = pytest.importorskip('rclpy', reason='needs the ros extra (rclpy)')
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from ros_harness import (RATE_HZ, REPO, ROAD, Harness, accounted, image_msg,  # noqa: E402
+                         load_pairs, new_context, ns, pipeline_with, raw)
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from sgdfuse_ros.core.imaging import read_image  # noqa: E402
 from sgdfuse_ros.core.slots import LatestSlot  # noqa: E402
 from sgdfuse_ros.fusion.methods import MethodOutput, resolve_method_name  # noqa: E402
 from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig  # noqa: E402
 from sgdfuse_ros.params import ParameterError  # noqa: E402
 from sgdfuse_ros.ros import convert  # noqa: E402
+from sgdfuse_ros.ros.graph import qos_profile  # noqa: E402
 from sgdfuse_ros.ros.node import SgdfuseNode  # noqa: E402
 
 pytestmark = pytest.mark.ros
-RATE_HZ = 15.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,111 +88,9 @@ def test_fastdds_profile_is_the_shm_profile():
 
 @pytest.fixture(scope='module')
 def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
+    ctx = new_context()
     yield ctx
     rclpy.try_shutdown(context=ctx)
-
-
-class Harness:
-    """The node under test plus a tester node (publishes pairs, records outputs), spun by one
-    executor in a background thread."""
-
-    def __init__(self, context, params: dict, *, thermal_type=Image, rgb_type=Image,
-                 pipeline: FusionPipeline | None = None):
-        self.name = f'sgdfuse_{random.randrange(1 << 30)}'
-        self.node = SgdfuseNode(self.name, context=context, pipeline=pipeline,
-                                parameter_overrides=[
-                                    Parameter(k, value=v) for k, v in params.items()])
-        s = self.node.settings
-        self.tester = rclpy.create_node(self.name + '_tester', context=context)
-        qos = qos_profile('best_effort', 5)
-        self.pub_thermal = self.tester.create_publisher(thermal_type, s.thermal_topic, qos)
-        self.pub_rgb = self.tester.create_publisher(rgb_type, s.rgb_topic, qos)
-        self.fused, self.diagnostics = [], []
-        self.tester.create_subscription(
-            Image, s.fused_topic, lambda m: self.fused.append((time.time(), m)), qos)
-        self.tester.create_subscription(
-            DiagnosticArray, '/diagnostics',
-            lambda m: self.diagnostics.extend(s for s in m.status if self.name in s.name), 10)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.tester)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 10
-        while time.time() < deadline and not (
-                self.pub_thermal.get_subscription_count() and self.pub_rgb.get_subscription_count()
-                and self.node._pub_fused.get_subscription_count()):
-            time.sleep(0.05)
-        assert self.node._pub_fused.get_subscription_count(), 'graph did not connect'
-
-    def stamp(self):
-        return self.tester.get_clock().now().to_msg()
-
-    def publish(self, thermal_msg, rgb_msg, stamp):
-        for msg, pub in ((thermal_msg, self.pub_thermal), (rgb_msg, self.pub_rgb)):
-            if msg is not None:
-                msg.header.stamp = stamp
-                pub.publish(msg)
-
-    def wait_for(self, cond, timeout: float) -> bool:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if cond():
-                return True
-            time.sleep(0.05)
-        return cond()
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=5)
-        self.thread.join(5)
-        self.node.destroy_node()
-        self.tester.destroy_node()
-
-
-def pipeline_with(method, mask_provider=None) -> FusionPipeline:
-    """A pipeline that fuses with ``method`` (an object with the method interface: ``name``,
-    ``multiple``, ``uses_masks``, a call), for handing to the node: no registry involved."""
-    pipe = FusionPipeline(PipelineConfig(method='mean'))
-    pipe.method = method
-    if method.uses_masks:
-        from sgdfuse_ros.masks import build_provider
-
-        pipe.mask_provider = mask_provider or build_provider('saliency')
-    return pipe
-
-
-def ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def load_pairs(root: Path, names):
-    pairs = []
-    for name in names:
-        ir = read_image(root / 'ir' / name, gray=True)
-        vi = read_image(root / 'vi' / name, gray=False)
-        pairs.append((name, ir, vi))
-    return pairs
-
-
-def image_msg(img, enc, frame_id):
-    msg = convert.numpy_to_image(img, enc, use_cv_bridge=False)
-    msg.header.frame_id = frame_id
-    return msg
-
-
-def raw(h, w, enc, step, data: bytes, frame_id='thermal_cam'):
-    import array
-
-    msg = Image(height=h, width=w, encoding=enc, step=step)
-    msg.data = array.array('B', data)
-    msg.header.frame_id = frame_id
-    return msg
-
-
-ROAD = ['FLIR_00211.jpg', 'FLIR_00977.jpg', 'FLIR_01130.jpg', 'FLIR_04269.jpg',
-        'FLIR_04424.jpg', 'FLIR_04484.jpg']
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +104,7 @@ def test_fuses_real_pairs_and_survives_bad_input(context, ivif):
     # stage1: the best method whose output does not depend on when the mask worker refreshed,
     # so a frame can be recomputed offline below.
     h = Harness(context, {'thermal_timeout': 0.6, 'diagnostics_period': 0.25,
-                          'method': 'stage1'})
+                          'method': 'stage1', 'max_latency': 0.0})
     try:
         good = [(image_msg(ir, 'mono8', 'thermal_cam'),
                  image_msg(ir.astype(np.uint16) * 40 + 7000, 'mono16', 'thermal_cam'),
@@ -242,9 +135,7 @@ def test_fuses_real_pairs_and_survives_bad_input(context, ivif):
                 h.publish(thermal, rgb, stamp)
                 sent[ns(stamp)] = (size, k, 'mono8' if i % 2 == 0 else 'mono16')
             time.sleep(max(0.0, t0 + (i + 1) / RATE_HZ - time.perf_counter()))
-        h.wait_for(lambda: h.node.counters()['pairs'] == h.node.counters()['published']
-                   + h.node.counters()['dropped_stale'] + sum(h.node.counters()['errors']
-                                                              .values()), 3.0)
+        h.wait_for(lambda: h.node.counters()['pairs'] == accounted(h.node.counters()), 3.0)
         time.sleep(0.3)
         c = h.node.counters()
 
@@ -274,9 +165,10 @@ def test_fuses_real_pairs_and_survives_bad_input(context, ivif):
         # Every pair is accounted for: fused, dropped as stale, or an error (bad input).
         assert c['thermal_received'] == n and c['rgb_received'] == n
         assert c['pairs'] == n, c
-        assert c['pairs'] == c['published'] + c['dropped_stale'] + sum(c['errors'].values())
+        assert c['pairs'] == accounted(c) and c['published'] + c['dropped']['stale'] + sum(
+            c['errors'].values()) == c['pairs']  # max_latency 0: no late drops
         assert 1 <= c['errors'].get('input', 0) <= len(bad)
-        assert c['errors'].get('input', 0) + c['dropped_stale'] >= len(bad)
+        assert c['errors'].get('input', 0) + c['dropped']['stale'] >= len(bad)
         assert set(c['errors']) <= {'input'}, c['errors']
         assert len(h.fused) >= c['published'] - 2  # best effort, but in one process
 
@@ -318,7 +210,7 @@ class _Sleepy:
 
 def test_slow_method_drops_stale_pairs_instead_of_queueing(context, ivif):
     _, ir, vi = load_pairs(ivif / 'RoadScene', ROAD[:1])[0]
-    h = Harness(context, {}, pipeline=pipeline_with(_Sleepy(0.3, 'test_sleepy')))
+    h = Harness(context, {'max_latency': 0.0}, pipeline=pipeline_with(_Sleepy(0.3, 'test_sleepy')))
     try:
         thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
         n, t0 = int(3.0 * RATE_HZ), time.perf_counter()
@@ -333,8 +225,8 @@ def test_slow_method_drops_stale_pairs_instead_of_queueing(context, ivif):
         assert c['published'] == done, 'frames kept coming after input stopped: a backlog'
         assert c['pairs'] == n
         assert c['published'] <= 3.0 / 0.3 + 3, c
-        assert c['dropped_stale'] >= n - c['published'] - 1, c
-        assert c['pairs'] == c['published'] + c['dropped_stale']
+        assert c['dropped']['stale'] >= n - c['published'] - 1, c
+        assert c['pairs'] == c['published'] + c['dropped']['stale']
         # The frames that do come out are fresh: latency stays about one model time.
         recv, last = h.fused[-1]
         assert recv - ns(last.header.stamp) / 1e9 < 1.0
@@ -366,11 +258,11 @@ def test_compressed_input_mono8_output_and_f1(context, ivif):
                               'rgb_topic': '/rgb/compressed'},
                     thermal_type=CompressedImage, rgb_type=CompressedImage,
                     pipeline=pipeline_with(_WithF1()))
-        f1_topic = h.node._pub_f1.topic_name
+        f1_topic = h.node.fusion.pub_f1.topic_name
         assert f1_topic == f'/{h.name}/f1'
         f1 = []
         h.tester.create_subscription(Image, f1_topic, f1.append, qos_profile('best_effort', 5))
-        h.wait_for(lambda: h.node._pub_f1.get_subscription_count() > 0, 5)
+        h.wait_for(lambda: h.node.fusion.pub_f1.get_subscription_count() > 0, 5)
         t_msg = CompressedImage(format='mono16; png compressed mono16')
         t_msg.data = array.array('B', cv2.imencode('.png', ir.astype(np.uint16) * 40)[1]
                                  .tobytes())
@@ -407,13 +299,13 @@ def test_topic_remapping(context):
     node = SgdfuseNode('sgdfuse_remap', context=context, cli_args=[
         '--ros-args', '-r', '/thermal/image_raw:=/cam/thermal', '-r', '/fused/image_raw:=/out'])
     try:
-        topics = [s.topic_name for s in node._sync.subscriptions]
+        topics = [s.topic_name for s in node.fusion.sync.subscriptions]
         assert topics == ['/cam/thermal', '/rgb/image_raw']
-        assert node._pub_fused.topic_name == '/out'
-        assert node._worker.is_alive()
+        assert node.fusion.pub_fused.topic_name == '/out'
+        assert node.fusion.worker.is_alive()
     finally:
         node.destroy_node()
-    assert not node._worker.is_alive()  # destroy_node joined the worker
+    assert not node.fusion.worker.is_alive()  # destroy_node joined the worker
 
 
 def _diag_values(node) -> dict[str, str]:
@@ -464,24 +356,6 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def test_run_time_parameters_change_and_the_others_are_read_only(context):
-    node = SgdfuseNode('sgdfuse_dynamic', context=context, parameter_overrides=[
-        Parameter('method', value='mean')])
-    try:
-        assert node.describe_parameter('thermal_timeout').read_only is False
-        assert node.describe_parameter('sync_slop').read_only is True
-        assert 'Allowed: > 0 s' in node.describe_parameter('sync_slop').description
-        ok = node.set_parameters([Parameter('thermal_timeout', value=2.5)])[0]
-        assert ok.successful and node.settings.thermal_timeout == 2.5
-        bad = node.set_parameters([Parameter('thermal_timeout', value=-1.0)])[0]
-        assert not bad.successful and 'thermal_timeout must be > 0 s' in bad.reason
-        assert node.settings.thermal_timeout == 2.5
-        fixed = node.set_parameters([Parameter('sync_slop', value=0.2)])[0]
-        assert not fixed.successful and node.settings.sync_slop == 0.05
-    finally:
-        node.destroy_node()
 
 
 def test_threads_parameter_sets_the_runtime_threads_once(context):
@@ -585,10 +459,10 @@ def test_masks_reach_the_method_and_the_mask_topics(context, ivif):
         h = Harness(context, {'mask_rate': 5.0, 'publish_masks': True},
                     pipeline=pipeline_with(user))
         got = {'ir': [], 'rgb': []}
-        for key, pub in (('ir', h.node._pub_ir_mask), ('rgb', h.node._pub_rgb_mask)):
+        for key, pub in (('ir', h.node.fusion.pub_ir_mask), ('rgb', h.node.fusion.pub_rgb_mask)):
             h.tester.create_subscription(Image, pub.topic_name, got[key].append,
                                          qos_profile('best_effort', 5))
-        h.wait_for(lambda: h.node._pub_ir_mask.get_subscription_count() > 0, 5)
+        h.wait_for(lambda: h.node.fusion.pub_ir_mask.get_subscription_count() > 0, 5)
         thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
         t0 = time.perf_counter()
         for i in range(int(2.0 * RATE_HZ)):
@@ -639,8 +513,7 @@ def test_slow_mask_provider_does_not_stall_fusion(context, ivif):
         for i in range(n):
             h.publish(thermal, rgb, h.stamp())
             time.sleep(max(0.0, t0 + (i + 1) / RATE_HZ - time.perf_counter()))
-        h.wait_for(lambda: h.node.counters()['pairs'] == h.node.counters()['published']
-                   + h.node.counters()['dropped_stale'], 3.0)
+        h.wait_for(lambda: h.node.counters()['pairs'] == accounted(h.node.counters()), 3.0)
         c = h.node.counters()
         assert c['errors'] == {} and c['published'] >= 0.8 * n, c  # not held up by the masks
         assert 1 <= slow.calls <= 4, slow.calls  # about 3 s of frames at 1.5 s per refresh
@@ -687,11 +560,10 @@ def test_soak_640x480(context, ivif):
             if i == int(RATE_HZ):
                 rss0 = _rss_mb()
             time.sleep(max(0.0, t0 + (i + 1) / RATE_HZ - time.perf_counter()))
-        h.wait_for(lambda: h.node.counters()['pairs'] == h.node.counters()['published']
-                   + h.node.counters()['dropped_stale'], 3.0)
+        h.wait_for(lambda: h.node.counters()['pairs'] == accounted(h.node.counters()), 3.0)
         c = h.node.counters()
         assert c['errors'] == {} and c['pairs'] == n
-        assert c['pairs'] == c['published'] + c['dropped_stale']
+        assert c['pairs'] == accounted(c)
         assert c['published'] >= 0.5 * n, c
         third = max(1, len(ages) // 3)
         assert np.median(ages[-third:]) < np.median(ages[:third]) + 50.0, (ages[:5], ages[-5:])

@@ -19,12 +19,19 @@ from sgdfuse_ros.core.matching import DROP_REASONS
 OK, WARN = 0, 1
 #: Latency figures reported first (ms): the pipeline's stages, then the node's (``queue_wait``
 #: in the slot, ``convert`` messages -> arrays, ``publish`` building and sending, ``node`` all
-#: of the worker's time, ``age`` RGB stamp -> fused publish). Other stages a method reports
-#: (e.g. ``stage1``) follow.
-LATENCY_KEYS = ('queue_wait', 'convert', 'thermal', 'color', 'masks', 'resize', 'fuse', 'merge',
-                'total', 'publish', 'node', 'age')
+#: of the worker's time), and the age of a pair (node clock minus its RGB stamp) at each step:
+#: ``age_receipt`` when the synchronizer completed it, ``age_take`` when the worker took it,
+#: ``age_fused`` when its fused frame was ready, ``age`` after publishing. Other stages a
+#: method reports (e.g. ``stage1``) follow.
+LATENCY_KEYS = ('age_receipt', 'queue_wait', 'age_take', 'convert', 'thermal', 'color', 'masks',
+                'resize', 'fuse', 'merge', 'total', 'age_fused', 'publish', 'node', 'age')
 #: The counters whose per-second rates are reported.
-RATE_KEYS = ('thermal', 'rgb', 'pairs', 'fused', 'errors')
+RATE_KEYS = ('thermal', 'rgb', 'pairs', 'fused', 'errors', 'late')
+#: Why the node dropped a synchronized pair without publishing it (errors aside): ``stale``: a
+#: newer pair replaced it while the worker was busy; ``late_at_take`` / ``late_at_publish``:
+#: older than ``max_latency`` when the worker took it / when its fused frame was ready;
+#: ``thermal_nonfinite``: NaN or infinite thermal pixels and ``thermal_nonfinite`` is reject.
+PAIR_DROP_REASONS = ('stale', 'late_at_take', 'late_at_publish', 'thermal_nonfinite')
 
 
 @dataclass
@@ -96,15 +103,17 @@ def backend_text(report: Mapping[str, str] | None) -> str:
 def build_report(*, now: float, started: float, identity: Mapping[str, str],
                  counters: Mapping[str, Any], rates: Mapping[str, float], new_errors: int,
                  streams: Sequence[tuple[str, str, float | None]], stream_timeout: float,
-                 masks: Mapping[str, Any], latency: Mapping[str, tuple[float, float]]
-                 ) -> Report:
+                 masks: Mapping[str, Any], latency: Mapping[str, tuple[float, float]],
+                 new_late: int = 0, new_fused: int = 0, max_latency: float = 0.0) -> Report:
     """The node's status (see the module docstring).
 
     ``identity``: method, backends, sync, conversion... (reported first). ``streams``:
     ``(name, topic, last arrival or None)`` per input, checked against ``stream_timeout``
     seconds (counted from ``started`` before the first frame). ``masks``:
-    ``FusionStream.mask_stats()`` (empty for a method without masks). Times are
-    ``time.monotonic()`` seconds.
+    ``FusionStream.mask_stats()`` (empty for a method without masks). ``new_late`` and
+    ``new_fused``: pairs dropped as older than ``max_latency`` and frames published since the
+    last report (late pairs and nothing published is a warning: the node is too slow for
+    ``max_latency``, or the cameras' clock is off). Times are ``time.monotonic()`` seconds.
     """
     level, problems, warnings = OK, [], []
     for name, topic, last in streams:
@@ -115,6 +124,15 @@ def build_report(*, now: float, started: float, identity: Mapping[str, str],
                     else f'{name} stream stopped ({waited:.1f} s without a frame)')
             problems.append(text)
             warnings.append((name, f'{text} on {topic}'))
+    if new_late and not new_fused:
+        level = WARN
+        fuse = latency.get('total')
+        took = f'; fusion takes {fuse[0]:.0f} ms' if fuse else ''
+        text = (f'{new_late} pair(s) older than max_latency ({max_latency:g} s) dropped and '
+                f'none published in the last period{took}')
+        problems.append(text)
+        warnings.append(('latency', f'{text}: raise max_latency, lower the load, or check the '
+                                    "cameras' clock against this node's"))
     if new_errors:
         level = WARN
         problems.append(f'{new_errors} error(s) in the last period; last: '
@@ -131,7 +149,9 @@ def build_report(*, now: float, started: float, identity: Mapping[str, str],
         'rgb_received': str(c['rgb_received']),
         'pairs_synced': str(c['pairs']),
         'fused_published': str(c['published']),
-        'pairs_dropped_stale': str(c['dropped_stale']),
+        **{f'pairs_dropped_{r}': str(c['dropped'].get(r, 0)) for r in PAIR_DROP_REASONS},
+        'thermal_nonfinite_pixels': str(c.get('thermal_nonfinite_pixels', 0)),
+        'thermal_nonfinite_frames': str(c.get('thermal_nonfinite_frames', 0)),
         'errors_total': str(sum(c['errors'].values())),
     })
     for reason in DROP_REASONS:
@@ -175,5 +195,5 @@ def to_msg(report: Report, *, name: str, stamp):
     return arr
 
 
-__all__ = ['LATENCY_KEYS', 'OK', 'RATE_KEYS', 'Rates', 'Report', 'WARN', 'backend_text',
-           'backend_values', 'build_report', 'latency_stats', 'to_msg']
+__all__ = ['LATENCY_KEYS', 'OK', 'PAIR_DROP_REASONS', 'RATE_KEYS', 'Rates', 'Report', 'WARN',
+           'backend_text', 'backend_values', 'build_report', 'latency_stats', 'to_msg']

@@ -1,4 +1,5 @@
-"""Joining the ROS 2 graph: environment defaults, QoS profiles, message classes, spinning.
+"""Joining the ROS 2 graph: environment defaults, QoS profiles, message classes, spinning, and
+running a node process until Ctrl-C (:func:`run_node`).
 
 Shared by the node, the live bag player and recorder, the demo and the benchmarks, so they all
 meet on the same terms. Importing this module does not import rclpy: :func:`ros_env_defaults`
@@ -80,4 +81,67 @@ def spin(executor) -> None:
         pass
 
 
-__all__ = ['DOMAIN_IDS', 'config_file', 'msg_class', 'qos_profile', 'ros_env_defaults', 'spin']
+def run_node(make_node, args=None, *, name: str, threads: int = 2) -> int:
+    """Run the node ``make_node()`` builds until SIGINT or SIGTERM, then stop it cleanly;
+    returns the exit code (0, or 2 when the parameters are invalid: logged as one line).
+
+    rclpy's own signal handler is not installed: it shuts the context down at once, under the
+    feet of a worker thread still publishing. Here a signal only sets a flag; then, in order,
+    the executor stops, ``node.stop()`` stops the node's work (its worker thread), the node is
+    destroyed and rclpy shut down, so a normal Ctrl-C or SIGTERM logs no error. A second
+    signal exits at once. ``threads``: executor threads (1: a single-threaded executor; more:
+    a multi-threaded one, so callbacks of separate callback groups run side by side).
+    """
+    import signal
+    import threading
+
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    import rclpy.logging
+    from rclpy.signals import SignalHandlerOptions
+
+    from sgdfuse_ros.params import ParameterError
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        if stop.is_set():
+            os._exit(128 + signum)  # a second Ctrl-C: do not wait for the models
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    logger = rclpy.logging.get_logger(name)
+    node = executor = None
+    code = 0
+    try:
+        node = make_node()
+        executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
+                    else SingleThreadedExecutor())
+        executor.add_node(node)
+        spinner = threading.Thread(target=spin, args=(executor,), name='sgdfuse-executor',
+                                   daemon=True)
+        spinner.start()
+        while not stop.wait(1.0) and spinner.is_alive():
+            pass
+        if received:
+            logger.info(f'stopping on {signal.Signals(received[0]).name}')
+    except ParameterError as exc:
+        logger.fatal(str(exc))
+        code = 2
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=10.0)
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
+
+
+__all__ = ['DOMAIN_IDS', 'config_file', 'msg_class', 'qos_profile', 'ros_env_defaults',
+           'run_node', 'spin']

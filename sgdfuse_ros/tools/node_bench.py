@@ -136,7 +136,7 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
         deadline = time.time() + 15
         while time.time() < deadline and not (pub_t.get_subscription_count()
                                               and pub_r.get_subscription_count()
-                                              and node._pub_fused.get_subscription_count()):
+                                              and node.fusion.pub_fused.get_subscription_count()):
             time.sleep(0.05)
         load_before = os.getloadavg()
         sent: list[int] = []
@@ -180,7 +180,7 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
         'input_rate_hz': len(sent) / t_sent if t_sent > 0 else 0.0,
         'output_rate_hz': len(got) / t_sent if t_sent > 0 else 0.0,
         'pairs_sent': len(sent), 'fused_received': len(got),
-        'dropped_stale': counters['dropped_stale'], 'errors': counters['errors'],
+        'dropped_stale': counters['dropped']['stale'], 'errors': counters['errors'],
         'latency_ms': _percentiles(lat), 'model_ms': _percentiles(model),
         'node_cost_ms': _percentiles(own), 'stage_mean_ms': stages,
         'load_before': load_before, 'load_after': load_after,
