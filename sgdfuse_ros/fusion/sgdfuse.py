@@ -7,8 +7,11 @@ graph, exported on first use with the spec of :mod:`sgdfuse_ros.models.refiner_e
 teacher=False)``).
 
 The shipped weights (:mod:`sgdfuse_ros.models.weights`): the distilled K-step student (the
-default) and the many-step teacher (``teacher=True``). Importing this module does not import
-torch; building the method does.
+default) and the many-step teacher (``teacher=True``). The student's K-step graph ships beside
+its weights, with a sidecar holding its sampler settings, so on ONNX Runtime or TensorRT the
+method builds and runs without PyTorch (the runtime install); the teacher, the ``torch`` backend
+and a step count without an exported graph need PyTorch. Importing this module does not import
+torch.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,29 +45,78 @@ def saliency_masks(ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndar
     return SaliencyProvider()(ir, vis).as_tuple()
 
 
+def refiner_graph_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a refiner graph's sidecar holds besides its timesteps so that it runs without the
+    checkpoint: the checkpoint's sampler settings and whether it uses masks (``meta`` from
+    :func:`sgdfuse_ros.models.refiner.load_refiner`)."""
+    from sgdfuse_ros.models.refiner import SamplerSettings
+
+    s = SamplerSettings.from_meta(meta)
+    return {'sampler': {'steps': s.steps, 't_start': s.t_start, 'start': s.start},
+            'use_masks': bool(meta.get('use_masks', True))}
+
+
+def refiner_graph_spec(model, meta: dict[str, Any], *, steps: int | None = None,
+                       export_size: tuple[int, int] = (480, 640)):
+    """``(sampler module, spec)`` of a checkpoint's K-step sampler as one graph, checked on a
+    real pair with its saliency masks, its sidecar holding :func:`refiner_graph_meta`."""
+    from sgdfuse_ros.models.refiner_export import refiner_sampler, refiner_spec
+
+    sampler = refiner_sampler(model, meta, steps=steps)
+    spec = refiner_spec(sampler, size=export_size, masks_of=saliency_masks)
+    spec.meta.update(refiner_graph_meta(meta))
+    return sampler, spec
+
+
 def refiner_backend(backend: str, model, meta: dict[str, Any], *, steps: int | None = None,
                     weights: str | os.PathLike | None = None, device: str | None = None,
                     threads: int | None = None, export_size: tuple[int, int] = (480, 640),
                     **options):
     """A refiner checkpoint's K-step sampler (one graph, ``steps`` overriding the checkpoint's
-    K) on a named backend; its ONNX is exported on first use (the spec of
+    K) on a named backend, the module in hand; its ONNX is exported on first use (the spec of
     :func:`sgdfuse_ros.models.refiner_export.refiner_spec`, checked on a real pair), keyed by
     the weights file's hash (or the module's state when ``weights`` is None). ``export_size``:
     ``(H, W)`` of the export's trace and parity check (the graph takes any multiple of the
     network's side multiple)."""
     from sgdfuse_ros.core.hashing import sha256_file
     from sgdfuse_ros.models.export_spec import module_digest
-    from sgdfuse_ros.models.refiner_export import refiner_sampler, refiner_spec
     from sgdfuse_ros.runtime.loader import load_network
 
-    sampler = refiner_sampler(model, meta, steps=steps)
+    sampler, spec = refiner_graph_spec(model, meta, steps=steps, export_size=export_size)
     if weights is not None:
         digest, source = sha256_file(weights), str(weights)
     else:
         digest, source = module_digest(model), 'in-memory refiner'
-    spec = refiner_spec(sampler, size=export_size, masks_of=saliency_masks)
     return load_network(backend, module=sampler, spec=spec, digest=digest, source=source,
                         device=device, threads=threads, **options)
+
+
+def refiner_graph(backend: str, weights: str | os.PathLike, *, steps: int | None = None,
+                  load: Callable[[], tuple[Any, dict[str, Any]]] | None = None,
+                  device: str | None = None, threads: int | None = None,
+                  export_size: tuple[int, int] = (480, 640), **options):
+    """The K-step sampler of the refiner ``weights`` on a named backend, and the sidecar of
+    the graph it runs (None on ``torch``), with no PyTorch needed where a graph exists: the one
+    shipped beside the weights, or ``refiner_k<K>_t*_<hash12>.onnx`` in the engines folder
+    (``steps`` None: the checkpoint's own K). Otherwise exported from ``load()`` (``(model,
+    meta)``, PyTorch) as :func:`refiner_backend` does."""
+    from sgdfuse_ros.core.hashing import sha256_file
+    from sgdfuse_ros.runtime.loader import load_graph
+
+    def accept(sidecar: dict) -> bool:
+        k = len(sidecar.get('timesteps') or ())
+        sampler = sidecar.get('sampler') or {}
+        return 'use_masks' in sidecar and k == (int(steps) if steps else sampler.get('steps'))
+
+    def exportable():
+        return refiner_graph_spec(*load(), steps=steps, export_size=export_size)
+
+    pattern = f'refiner_k{int(steps)}_t*' if steps else 'refiner_k*_t*'
+    command = f'sgdfuse export --onnx --models refiner --refiner-weights {weights}' + (
+        f' --steps {int(steps)}' if steps else '')
+    return load_graph(backend, pattern=pattern, digest=sha256_file(weights), source=str(weights),
+                      shipped=weights, accept=accept, exportable=exportable if load else None,
+                      export_command=command, device=device, threads=threads, **options)
 
 
 def run_refiner(be, f1: np.ndarray, masks: np.ndarray, ir: np.ndarray,
@@ -88,50 +140,114 @@ class RefinerRunner:
     ``meta`` comes from :func:`sgdfuse_ros.models.refiner.load_refiner`: its ``sampler`` entry
     gives the default steps, start timestep and start rule, its ``diffusion`` entry the schedule,
     ``use_masks`` says whether the network was trained with masks (the ``no_sam`` ablation was
-    not: its masks are zeroed).
+    not: its masks are zeroed). :meth:`from_weights` makes a runner that loads nothing yet:
+    :meth:`use_backend` then runs the weights' ONNX graph and takes those settings from its
+    sidecar, so no PyTorch is needed; the module (:attr:`model`) is loaded on first use.
     """
 
-    def __init__(self, model, meta: dict[str, Any], device: str = 'cpu'):
-        import torch
-
-        from sgdfuse_ros.models.diffusion import Diffusion
-        from sgdfuse_ros.models.refiner import SamplerSettings
-
-        self.model = model.eval()
-        self.meta = meta
-        self.device = torch.device(device)
-        settings = SamplerSettings.from_meta(meta)
-        self.steps, self.t_start, self.start = settings.steps, settings.t_start, settings.start
-        self.use_masks = bool(meta.get('use_masks', True))
+    def __init__(self, model=None, meta: dict[str, Any] | None = None, device: str = 'cpu', *,
+                 path: str | os.PathLike | None = None):
+        if model is None and path is None:
+            raise ValueError('RefinerRunner needs a model (with its meta) or a weights file')
+        self._model = model.eval() if model is not None else None
+        self._meta = meta
+        self.device = str(device)
+        self.path: Path | None = Path(path) if path is not None else None
         self.backend = None  # a runtime backend once use_backend() picked one
-        self.diffusion = Diffusion.from_description(meta.get('diffusion'))
-        self.path: Path | None = None
+        self.multiple: int | None = None  # the side multiple of the graph the backend runs
+        self._diffusion = None
+        self.steps = self.t_start = None
+        self.start, self.use_masks = 'f1', True
+        if model is not None:
+            self._settings_from_meta()
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = 'cpu') -> 'RefinerRunner':
-        from sgdfuse_ros.models.refiner import load_refiner
-
-        model, meta = load_refiner(path, map_location=device)
-        runner = cls(model, meta, device)
-        runner.path = Path(path)
+        """The checkpoint loaded in PyTorch now."""
+        runner = cls(path=path, device=device)
+        runner._load()
         return runner
+
+    @classmethod
+    def from_weights(cls, path: str | os.PathLike, device: str = 'cpu') -> 'RefinerRunner':
+        """A runner of the checkpoint ``path`` that loads nothing until it must: see the class
+        docstring."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f'refiner: no weights file {path}')
+        return cls(path=path, device=device)
+
+    def _load(self) -> tuple[Any, dict[str, Any]]:
+        if self._model is None:
+            from sgdfuse_ros.runtime.extras import require_torch
+
+            require_torch(f'the refiner {self.path} in PyTorch (backend torch, other steps '
+                          'than its graph, or exporting the graph)')
+            from sgdfuse_ros.models.refiner import load_refiner
+
+            model, self._meta = load_refiner(self.path, map_location=self.device)
+            self._model = model.eval()
+            if self.steps is None:
+                self._settings_from_meta()
+        return self._model, self._meta
+
+    def _settings_from_meta(self) -> None:
+        from sgdfuse_ros.models.refiner import SamplerSettings
+
+        settings = SamplerSettings.from_meta(self._meta)
+        self.steps, self.t_start, self.start = settings.steps, settings.t_start, settings.start
+        self.use_masks = bool(self._meta.get('use_masks', True))
+
+    @property
+    def model(self):
+        """The PyTorch network, loaded on first use (needs PyTorch)."""
+        return self._load()[0]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._load()[1]
 
     @property
     def config(self):
         return self.model.config
 
+    @property
+    def diffusion(self):
+        if self._diffusion is None:
+            from sgdfuse_ros.models.diffusion import Diffusion
+
+            self._diffusion = Diffusion.from_description(self.meta.get('diffusion'))
+        return self._diffusion
+
     def use_backend(self, backend: str | None, *, steps: int | None = None,
                     device: str | None = None, threads: int | None = None, **options):
         """Run :meth:`refine` through a runtime backend (``onnxruntime``, ``tensorrt``,
-        ``auto``; see :func:`refiner_backend`): the K-step sampler as one graph, exported on
-        first use and cached. ``torch`` (or None) keeps the module. Returns the backend."""
+        ``auto``): the K-step sampler as one graph, the one that exists for the weights
+        (:func:`refiner_graph`: shipped or in the engines folder; no PyTorch needed) or exported
+        on first use and cached. ``torch`` (or None) keeps the module. Returns the backend."""
         if backend in (None, 'torch'):
-            self.backend = None
+            self._load()
+            self.backend, self.multiple = None, None
             return None
-        self.steps = int(steps) if steps else self.steps
-        self.backend = refiner_backend(backend, self.model, self.meta, steps=self.steps,
-                                       weights=self.path, device=device, threads=threads,
-                                       **options)
+        if self.path is None:  # in-memory weights: the module is in hand
+            self.backend = refiner_backend(backend, self._model, self._meta, steps=steps,
+                                           device=device, threads=threads, **options)
+            sidecar = None
+        else:
+            self.backend, sidecar = refiner_graph(backend, self.path, steps=steps,
+                                                  load=self._load, device=device,
+                                                  threads=threads, **options)
+        if sidecar is None:  # the module runs it (torch, or a fallback to it)
+            self._settings_from_meta()
+            self.multiple = self.model.multiple
+        else:
+            from .stage1 import graph_facts
+
+            _, self.multiple = graph_facts(sidecar, 'refiner', ('f1', 'masks'), 'channels')
+            sampler = sidecar['sampler']
+            self.t_start, self.start = int(sampler['t_start']), sampler.get('start', 'f1')
+            self.use_masks = bool(sidecar['use_masks'])
+        self.steps = int(steps) if steps else (len(sidecar['timesteps']) if sidecar
+                                               else self.steps)
         return self.backend
 
     def backend_report(self) -> str:
@@ -142,14 +258,16 @@ class RefinerRunner:
 
         from sgdfuse_ros.runtime.torch_backend import torch_summary
 
-        return torch_summary(torch, str(self.device))
+        return torch_summary(torch, self.device)
 
     def refine(self, f1: np.ndarray, ir: np.ndarray, vis: np.ndarray,
                masks: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None, *,
                steps: int | None = None, t_start: int | None = None) -> np.ndarray:
         """Refined image, float32 in ``[0, 1]``, of the shape of ``f1`` (``H x W`` or
         ``C x H x W``). ``masks``: (IR, VIS) ``H x W`` pair, a ``2 x H x W`` array or None
-        (zeros)."""
+        (zeros). Steps or a start other than the backend's graph run the module (PyTorch)."""
+        if self.steps is None:
+            self._load()
         flat = np.asarray(f1).ndim == 2
         f1, ir, vis = _as_chw(f1), _as_chw(ir), _as_chw(vis)
         h, w = f1.shape[1:]
@@ -163,7 +281,7 @@ class RefinerRunner:
         k = int(steps) if steps else self.steps
         t0 = self.t_start if t_start is None else int(t_start)
         if self.backend is not None and (k, t0) == (self.steps, self.t_start):
-            x, size = padded_inputs(f1, m, ir, vis, self.model.multiple)
+            x, size = padded_inputs(f1, m, ir, vis, self.multiple)
             c = f1.shape[0]
             out = run_refiner(self.backend, x[:c], x[c:c + 2], x[c + 2:2 * c + 2],
                               x[2 * c + 2:])[:, :size[0], :size[1]]
@@ -195,7 +313,8 @@ class SGDFuseMethod:
                  stage1_weights: str | os.PathLike | None = None, steps: int | None = None,
                  teacher: bool = False, device: str = 'cpu', threads: int | None = None,
                  backend: str | None = 'auto', **options):
-        from sgdfuse_ros.runtime.loader import RUNTIME_OPTIONS
+        from sgdfuse_ros.runtime.extras import require_torch
+        from sgdfuse_ros.runtime.loader import RUNTIME_OPTIONS, auto_fallback
 
         if steps is not None and int(steps) < 1:
             raise ValueError(f'sgdfuse: steps must be >= 1, got {steps}')
@@ -205,15 +324,19 @@ class SGDFuseMethod:
                 raise FileNotFoundError(
                     f'sgdfuse: {"teacher" if teacher else "student"} refiner weights are not '
                     f'installed ({weights}); pass weights=')
+        self.teacher = bool(teacher)
+        if self.teacher:
+            require_torch('the many-step teacher refiner (teacher=True, --teacher)')
         self.stage1 = stage1.Stage1Method(stage1_weights, device=device, threads=threads,
                                           backend=backend, **options)
-        self.refiner = RefinerRunner.load(weights, device=device)
         self.steps = int(steps) if steps else None
-        self.teacher = bool(teacher)
-        if not self.teacher and backend not in (None, 'torch'):
+        if self.teacher or backend in (None, 'torch'):
+            self.refiner = RefinerRunner.load(weights, device=device)
+        else:
             runtime = {k: options[k] for k in RUNTIME_OPTIONS if k in options}
             if backend == 'auto':
-                runtime.setdefault('fallback', 'torch')
+                runtime.setdefault('fallback', auto_fallback(backend))
+            self.refiner = RefinerRunner.from_weights(weights, device=device)
             self.refiner.use_backend(backend, steps=self.steps, device=device, threads=threads,
                                      **runtime)
 

@@ -1,6 +1,10 @@
 """The ``stage1`` fusion method: the stage-1 network alone (``fused = F1``), on a runtime backend.
 
-Importing this module does not import torch; building the method does.
+On ONNX Runtime and TensorRT the method runs the network's ONNX graph: the one shipped beside
+the weights, or one exported ahead of time into the engines folder, so building and running it
+needs no PyTorch (the runtime install). It loads the checkpoint in PyTorch only for the
+``torch`` backend, or to export a graph that does not exist yet. Importing this module does not
+import torch.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,17 +27,39 @@ def available() -> bool:
     return STAGE1_WEIGHTS.is_file()
 
 
-def stage1_backend(backend: str, model, weights: str | os.PathLike, *, device: str | None = None,
-                   threads: int | None = None, **options):
-    """The stage-1 network on a named runtime backend, its ONNX (the network's own spec,
-    :func:`sgdfuse_ros.models.stage1.stage1_spec`) keyed by the weights file's hash."""
-    from sgdfuse_ros.core.hashing import sha256_file
-    from sgdfuse_ros.models.stage1 import stage1_spec
-    from sgdfuse_ros.runtime.loader import load_network
+def graph_facts(sidecar: dict[str, Any], name: str, inputs: tuple[str, ...],
+                channels_key: str) -> tuple[int, int]:
+    """``(channels, side multiple)`` of a network's ONNX graph from its sidecar, after checking
+    that the graph takes ``inputs``; a ``ValueError`` naming what is missing otherwise."""
+    config = sidecar.get('config') or {}
+    missing = [n for n in inputs if n not in (sidecar.get('inputs') or [])]
+    if missing or channels_key not in config or 'multiple' not in sidecar:
+        raise ValueError(f'{name}: the sidecar of graph {sidecar.get("model")!r} lacks '
+                         f'{missing or [channels_key, "multiple"]}: export it again '
+                         '(`sgdfuse export --onnx`)')
+    return int(config[channels_key]), int(sidecar['multiple'])
 
-    return load_network(backend, module=model, spec=stage1_spec(model),
-                        digest=sha256_file(weights), source=str(weights), device=device,
-                        threads=threads, **options)
+
+def stage1_backend(backend: str, weights: str | os.PathLike, *,
+                   load_model: Callable[[], Any] | None = None, device: str | None = None,
+                   threads: int | None = None, **options):
+    """The stage-1 network of ``weights`` on a named runtime backend, and the sidecar of the
+    ONNX graph it runs (None on ``torch``): the graph shipped beside the weights or found in
+    the engines folder by the weights' hash, else exported with the network's own spec
+    (:func:`sgdfuse_ros.models.stage1.stage1_spec`) from ``load_model()`` (PyTorch)."""
+    from sgdfuse_ros.core.hashing import sha256_file
+    from sgdfuse_ros.runtime.loader import load_graph
+
+    def exportable():
+        from sgdfuse_ros.models.stage1 import stage1_spec
+
+        model = load_model()
+        return model, stage1_spec(model)
+
+    return load_graph(backend, pattern='stage1', digest=sha256_file(weights), source=str(weights),
+                      shipped=weights, exportable=exportable if load_model else None,
+                      export_command='sgdfuse export --onnx --models stage1 --stage1-weights '
+                      f'{weights}', device=device, threads=threads, **options)
 
 
 def run_stage1(be, ir: np.ndarray, vis: np.ndarray, channels: int = 1) -> np.ndarray:
@@ -52,12 +79,14 @@ class Stage1Method:
     (``cpu``, ``cuda``...), ``threads`` (ONNX Runtime's threads per session; PyTorch's count
     is process-wide, see :func:`sgdfuse_ros.runtime.set_threads`). Any input size: the pair is
     padded to the network's multiple and the result cropped back. ``backend``: ``torch`` (or
-    None) runs the module; ``onnxruntime`` or ``tensorrt`` run its ONNX export (made on first
-    use and cached, see :mod:`sgdfuse_ros.runtime.loader`), with the options of
+    None) runs the module (needs PyTorch); ``onnxruntime`` or ``tensorrt`` run its ONNX graph
+    (shipped beside the weights, or exported on first use and cached, see
+    :func:`sgdfuse_ros.runtime.loader.load_graph`), with the options of
     :data:`sgdfuse_ros.runtime.loader.RUNTIME_OPTIONS` (``fallback='onnxruntime'`` falls back
     when the backend cannot load). ``auto`` (the default): TensorRT where it runs, else ONNX
     Runtime when installed (about 2x faster than PyTorch on a busy CPU, see
-    docs/benchmarks.md), else PyTorch; it falls back to PyTorch when the backend cannot load.
+    docs/benchmarks.md), else PyTorch; it falls back to PyTorch when the backend cannot load
+    and PyTorch is installed.
     """
 
     name = 'stage1'
@@ -66,25 +95,47 @@ class Stage1Method:
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = 'cpu',
                  threads: int | None = None, backend: str | None = 'auto', **unused):
-        import torch
-
-        from sgdfuse_ros.models.stage1 import load_stage1
-        from sgdfuse_ros.runtime.loader import RUNTIME_OPTIONS
+        from sgdfuse_ros.runtime.loader import RUNTIME_OPTIONS, auto_fallback
 
         runtime_options = {k: unused.pop(k) for k in RUNTIME_OPTIONS if k in unused}
         unknown = set(unused) - {'steps', 'teacher'}  # refiner options: no meaning here
         if unknown:
             raise TypeError(f'stage1: unknown options {sorted(unknown)}')
         self.weights = Path(weights) if weights else STAGE1_WEIGHTS
-        self.device = torch.device(device)
-        self.model, self.meta = load_stage1(self.weights, map_location=self.device)
-        self.net_multiple = self.model.multiple
+        if not self.weights.is_file():
+            raise FileNotFoundError(f'stage1: no weights file {self.weights}')
+        self.device = str(device)
+        self._model = None
+        self.meta: dict[str, Any] | None = None  # the checkpoint's, once loaded in PyTorch
         self.backend = None  # None: the module itself (torch); else a runtime Backend
-        if backend not in (None, 'torch'):
-            if backend == 'auto':
-                runtime_options.setdefault('fallback', 'torch')
-            self.backend = stage1_backend(backend, self.model, self.weights, device=device,
-                                          threads=threads, **runtime_options)
+        if backend in (None, 'torch'):
+            self.channels, self.net_multiple = self.model.config.in_channels, self.model.multiple
+            return
+        if backend == 'auto':
+            runtime_options.setdefault('fallback', auto_fallback(backend))
+        self.backend, sidecar = stage1_backend(backend, self.weights,
+                                               load_model=lambda: self.model, device=device,
+                                               threads=threads, **runtime_options)
+        if sidecar is None:  # fell back to the module
+            self.channels, self.net_multiple = self.model.config.in_channels, self.model.multiple
+        else:
+            self.channels, self.net_multiple = graph_facts(sidecar, 'stage1', ('ir', 'vis'),
+                                                           'in_channels')
+
+    @property
+    def model(self):
+        """The PyTorch network, loaded on first use (needs PyTorch)."""
+        if self._model is None:
+            from sgdfuse_ros.runtime.extras import require_torch
+
+            require_torch('stage1 in PyTorch (backend torch, or exporting its ONNX graph)')
+            import torch
+
+            from sgdfuse_ros.models.stage1 import load_stage1
+
+            self._model, self.meta = load_stage1(self.weights,
+                                                 map_location=torch.device(self.device))
+        return self._model
 
     def backend_report(self) -> dict[str, str]:
         """``{'stage1': the backend that runs the network}`` (with a fallback's reason)."""
@@ -94,20 +145,19 @@ class Stage1Method:
 
         from sgdfuse_ros.runtime.torch_backend import torch_summary
 
-        return {'stage1': torch_summary(torch, str(self.device))}
+        return {'stage1': torch_summary(torch, self.device)}
 
     def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """F1 (float32 ``H x W`` luma in ``[0, 1]``) of a luma pair of any size."""
-        cfg = self.model.config
         ir, vis = np.asarray(ir, np.float32), np.asarray(vis, np.float32)
         if self.backend is None:  # the module itself
-            shape = (cfg.in_channels,) + ir.shape
+            shape = (self.channels,) + ir.shape
             out = fuse_arrays(self.model, np.broadcast_to(ir, shape), np.broadcast_to(vis, shape))
             return np.ascontiguousarray(imaging.planar_luma(out))
         ir_p, size = imaging.pad_to_multiple(ir, self.net_multiple)
         vis_p, _ = imaging.pad_to_multiple(vis, self.net_multiple)
         return np.ascontiguousarray(imaging.crop_to(
-            run_stage1(self.backend, ir_p, vis_p, cfg.in_channels), size))
+            run_stage1(self.backend, ir_p, vis_p, self.channels), size))
 
     def __call__(self, ir: np.ndarray, vis: np.ndarray,
                  masks: tuple[np.ndarray, np.ndarray] | None = None) -> MethodOutput:

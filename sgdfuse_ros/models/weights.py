@@ -1,4 +1,5 @@
-"""The shipped weight files of the networks (each with a JSON sidecar beside it).
+"""The shipped weight files of the networks (each with a JSON sidecar beside it) and their
+shipped ONNX graphs.
 
 A plain list of paths, importable without torch, so that a method's availability check (do its
 weights exist?) loads nothing.
@@ -14,3 +15,10 @@ STUDENT_WEIGHTS = WEIGHTS_DIR / 'refiner_student.pt'
 TEACHER_WEIGHTS = WEIGHTS_DIR / 'refiner_teacher.pt'
 #: Weights of the ablation variants (``sgdfuse ablate``).
 ABLATION_DIR = WEIGHTS_DIR / 'ablation'
+
+#: Target -> the weights whose ONNX graph ships beside them (``<stem>.onnx`` and its sidecar
+#: ``<stem>.onnx.json``, :func:`sgdfuse_ros.runtime.export.shipped_graph_paths`): stage 1 and
+#: the student's K-step sampler, what the runtime install runs without PyTorch. Written by
+#: ``sgdfuse export --onnx --shipped`` (redo it whenever these weights change; a test checks
+#: that each graph names its weights' SHA-256).
+SHIPPED_GRAPHS = {'stage1': STAGE1_WEIGHTS, 'refiner': STUDENT_WEIGHTS}

@@ -12,9 +12,17 @@ Every export:
   ``[0, 1]`` images);
 * is checked for TensorRT compatibility (:mod:`.onnx_check`);
 * writes ``<name>_<hash12>.onnx`` + ``<name>_<hash12>.json`` (a sidecar naming the source
-  weights, their SHA-256, the export settings and the parity result). ``hash12`` starts the
-  SHA-256 of the weights, so a backend finds the export of the weights it was given
-  (:func:`ensure_onnx`, which exports on first use).
+  weights, their SHA-256, the export settings, the parity result and what a runtime needs to
+  run the graph: input and output names, the side multiple, the network's config and, for the
+  refiner, its sampler settings). ``hash12`` starts the SHA-256 of the weights, so a backend
+  finds the export of the weights it was given (:func:`ensure_onnx`, which exports on first
+  use).
+
+The shipped weights come with their graphs beside them (``<weights>.onnx`` +
+``<weights>.onnx.json``, :func:`shipped_graph_paths`; written by ``sgdfuse export --onnx
+--shipped``), so the runtime install runs them without PyTorch. Everything that reads graphs and
+sidecars (:func:`read_onnx_sidecar`, :func:`graph_problem`, :func:`find_graph`) imports neither
+torch nor onnx; exporting needs both.
 
 The specs live with their networks (:mod:`sgdfuse_ros.models`, :mod:`sgdfuse_ros.masks`); what
 ``sgdfuse export`` exports is listed in :mod:`sgdfuse_ros.tools.export`.
@@ -42,8 +50,10 @@ from .engine_cache import atomic_write_bytes
 from .onnx_passes import GRAPH_PASSES, probe_shapes
 
 SIDECAR_FORMAT = 'sgdfuse-onnx'
-#: Bumped when the export itself changes (graph passes, settings): older exports are redone.
-EXPORTER_VERSION = 2
+#: Bumped when the export itself changes (graph passes, settings, what the sidecar must hold):
+#: older exports are redone where PyTorch is installed. 3: the sidecar holds what runs the graph
+#: without PyTorch (the refiner's sampler settings and ``use_masks``).
+EXPORTER_VERSION = 3
 
 
 class ExportError(RuntimeError):
@@ -76,10 +86,21 @@ class ExportResult:
 # Hashes and file names
 # ----------------------------------------------------------------------------------------------
 
-def onnx_paths(out_dir: str | os.PathLike, name: str, digest: str) -> tuple[Path, Path]:
-    """``(model.onnx, sidecar.json)`` for a network name and its weights' digest."""
+def onnx_paths(out_dir: str | os.PathLike, name: str, digest: str, *,
+               stem: str | None = None) -> tuple[Path, Path]:
+    """``(model.onnx, sidecar.json)`` for a network name and its weights' digest, or for a
+    fixed file ``stem`` (the shipped graphs: ``<stem>.onnx`` + ``<stem>.onnx.json``)."""
+    if stem is not None:
+        return Path(out_dir) / f'{stem}.onnx', Path(out_dir) / f'{stem}.onnx.json'
     base = Path(out_dir) / f'{name}_{digest[:12]}'
     return base.with_suffix('.onnx'), base.with_suffix('.json')
+
+
+def shipped_graph_paths(weights: str | os.PathLike) -> tuple[Path, Path]:
+    """``(graph.onnx, sidecar.json)`` of the graph shipped beside a weights file:
+    ``<dir>/<stem>.onnx`` and ``<dir>/<stem>.onnx.json``."""
+    weights = Path(weights)
+    return onnx_paths(weights.parent, '', '', stem=weights.stem)
 
 
 def read_onnx_sidecar(path: str | os.PathLike) -> dict:
@@ -89,8 +110,12 @@ def read_onnx_sidecar(path: str | os.PathLike) -> dict:
     return data
 
 
-def onnx_is_current(onnx_path: Path, sidecar: Path, digest: str) -> str | None:
-    """None when ``onnx_path`` is a complete export of the weights ``digest``, else why not."""
+def graph_problem(onnx_path: Path, sidecar: Path, digest: str, *, current: bool = True
+                  ) -> str | None:
+    """None when ``onnx_path`` is a complete export of the weights ``digest``, else why not.
+    ``current``: also refuse an export made by another version of the exporter (where it can be
+    redone); without it, any complete export of these weights whose sidecar holds what a
+    runtime needs (exporter version 3 on) will do."""
     if not onnx_path.is_file():
         return 'not exported yet'
     if not sidecar.is_file():
@@ -101,11 +126,54 @@ def onnx_is_current(onnx_path: Path, sidecar: Path, digest: str) -> str | None:
         return f'unreadable sidecar: {exc}'
     if data.get('weights_sha256') != digest:
         return 'exported from other weights'
-    if data.get('exporter_version') != EXPORTER_VERSION:
-        return 'exported by an older version of the exporter'
+    version = data.get('exporter_version')
+    if version != EXPORTER_VERSION and (current or not isinstance(version, int) or version < 3):
+        age = 'a newer' if isinstance(version, int) and version > EXPORTER_VERSION else 'an older'
+        return f'exported by {age} version of the exporter ({version}, now {EXPORTER_VERSION})'
     if data.get('onnx_sha256') != sha256_file(onnx_path):
         return 'the ONNX file changed since export'
     return None
+
+
+def onnx_is_current(onnx_path: Path, sidecar: Path, digest: str) -> str | None:
+    """None when ``onnx_path`` is a complete export of the weights ``digest`` by this version
+    of the exporter, else why not."""
+    return graph_problem(onnx_path, sidecar, digest, current=True)
+
+
+def find_graph(digest: str, *, pattern: str, dirs: Sequence[str | os.PathLike],
+               shipped: str | os.PathLike | None = None,
+               accept: Callable[[dict], bool] | None = None, current: bool = True
+               ) -> tuple[Path | None, dict | None, str]:
+    """The ONNX graph of the weights ``digest`` among what exists: the graph ``shipped`` beside
+    the weights (its path, see :func:`shipped_graph_paths`) first, then, in each folder of
+    ``dirs``, ``<pattern>_<hash12>.onnx`` (``pattern``: a glob of the graph's name, e.g.
+    ``refiner_k*_t*``), each with a sidecar that names these weights and that ``accept(sidecar)``
+    takes. ``current``: see :func:`graph_problem`. Returns ``(path, sidecar, '')``, or
+    ``(None, None, what was looked at)``. Imports neither torch nor onnx."""
+    candidates = []
+    if shipped is not None:
+        candidates.append(shipped_graph_paths(shipped))
+    for folder in dirs:
+        folder = Path(folder)
+        if folder.is_dir():
+            found = sorted(folder.glob(f'{pattern}_{digest[:12]}.onnx'))
+            candidates.extend((p, p.with_suffix('.json')) for p in found)
+    seen = []
+    for path, sidecar in candidates:
+        problem = graph_problem(path, sidecar, digest, current=current)
+        if problem is None:
+            data = read_onnx_sidecar(sidecar)
+            if accept is None or accept(data):
+                return path, data, ''
+            problem = 'exported with other settings'
+        if path.is_file():
+            seen.append(f'{path} ({problem})')
+    where = ', '.join(str(Path(d)) for d in dirs)
+    looked = f'{pattern}_{digest[:12]}.onnx in {where}'
+    if shipped is not None:
+        looked = f'{shipped_graph_paths(shipped)[0]} or {looked}'
+    return None, None, looked + (f'; found {"; ".join(seen)}' if seen else '')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,20 +235,22 @@ def parity(module, onnx_path: Path, inputs: tuple, input_names: Sequence[str]) -
 
 
 def export_module(module, spec: ExportSpec, out_dir: str | os.PathLike, *, digest: str,
-                  source: str, check: bool = True, log: Callable[[str], None] | None = None
-                  ) -> ExportResult:
+                  source: str, check: bool = True, log: Callable[[str], None] | None = None,
+                  stem: str | None = None) -> ExportResult:
     """Export ``module`` per ``spec`` into ``out_dir``; check it; write the sidecar.
 
     ``digest`` is the SHA-256 of the weights (:func:`sha256_file` of the checkpoint, or
-    :func:`module_digest`), ``source`` says where they came from. Raises :class:`ExportError`
-    when the ONNX output differs from PyTorch by more than ``spec.tolerance``.
+    :func:`module_digest`), ``source`` says where they came from. ``stem``: a fixed file name
+    (``<stem>.onnx`` + ``<stem>.onnx.json``, the shipped graphs) instead of
+    ``<name>_<hash12>``. Raises :class:`ExportError` when the ONNX output differs from PyTorch
+    by more than ``spec.tolerance``.
     """
     import onnx
     import torch
 
     t0 = time.perf_counter()
     module = module.eval()
-    onnx_path, sidecar = onnx_paths(out_dir, spec.name, digest)
+    onnx_path, sidecar = onnx_paths(out_dir, spec.name, digest, stem=stem)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     h, w = spec.size
     m = max(spec.multiple, 1)

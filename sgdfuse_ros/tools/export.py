@@ -4,7 +4,16 @@ PyTorch on a real sample pair, and describe the result.
 The targets are listed here (:data:`TARGETS`): ``stage1``, ``refiner`` (the student's K-step
 sampler as one graph, and one step) and ``masks`` (the SAM-family provider's image encoder and
 box decoder). Each uses the export spec defined with its network, so the files written here are
-the ones the methods and providers look for (and would otherwise export on first use).
+the ones the methods and providers look for (and would otherwise export on first use). Copied
+into the engines folder of a machine without PyTorch, they are what runs there.
+
+``--shipped`` writes the graphs that ship with the package beside the shipped weights
+(:data:`sgdfuse_ros.models.weights.SHIPPED_GRAPHS`: stage 1 and the student's K-step sampler,
+``<weights stem>.onnx`` + ``<weights stem>.onnx.json``), which the runtime install (no PyTorch)
+runs. Run it whenever those weights change::
+
+    sgdfuse export --onnx --shipped            # into sgdfuse_ros/weights/
+    sgdfuse export --onnx --shipped --out DIR  # the same files elsewhere (the tests compare)
 """
 
 from __future__ import annotations
@@ -16,9 +25,10 @@ from typing import Callable
 from sgdfuse_ros.core.hashing import sha256_file
 from sgdfuse_ros.core.imaging import parse_size
 from sgdfuse_ros.models.export_spec import Exportable, module_digest
-from sgdfuse_ros.models.weights import STAGE1_WEIGHTS, STUDENT_WEIGHTS
+from sgdfuse_ros.models.weights import SHIPPED_GRAPHS, STAGE1_WEIGHTS, STUDENT_WEIGHTS
 from sgdfuse_ros.runtime.base import default_engines_dir
-from sgdfuse_ros.runtime.export import ExportError, export_module
+from sgdfuse_ros.runtime.export import ExportError, ExportResult, export_module
+from sgdfuse_ros.runtime.extras import TorchRequired, require_torch
 
 RANDOM_SOURCE = 'random initialisation (no weights installed)'
 
@@ -52,7 +62,7 @@ def _refiner_targets(options: dict) -> list[Exportable]:
     a real pair with its saliency masks."""
     import torch
 
-    from sgdfuse_ros.fusion.sgdfuse import saliency_masks
+    from sgdfuse_ros.fusion.sgdfuse import refiner_graph_meta, saliency_masks
     from sgdfuse_ros.models.refiner import RefinerNet, load_refiner, preset
     from sgdfuse_ros.models.refiner_export import refiner_exportables
 
@@ -71,8 +81,11 @@ def _refiner_targets(options: dict) -> list[Exportable]:
     else:
         raise FileNotFoundError('no refiner weights installed; pass --refiner-weights or '
                                 '--random to export an untrained network')
-    return refiner_exportables(model, meta, digest=digest, source=source,
-                               size=options.get('size', (480, 640)), masks_of=saliency_masks)
+    items = refiner_exportables(model, meta, digest=digest, source=source,
+                                size=options.get('size', (480, 640)), masks_of=saliency_masks,
+                                steps=options.get('steps'))
+    items[0].spec.meta.update(refiner_graph_meta(meta))  # runs without the checkpoint
+    return items
 
 
 def _mask_targets(options: dict) -> list[Exportable]:
@@ -109,6 +122,26 @@ TARGETS: dict[str, Callable[[dict], list[Exportable]]] = {
     'stage1': _stage1_targets, 'refiner': _refiner_targets, 'masks': _mask_targets}
 
 
+def export_shipped(out_dir: str | Path | None = None, *, log=print) -> list[ExportResult]:
+    """Export the shipped graphs (:data:`SHIPPED_GRAPHS`) from the shipped weights, each checked
+    against PyTorch on a real pair, into ``out_dir`` (default: beside the weights) as
+    ``<weights stem>.onnx`` + ``<weights stem>.onnx.json``; the sidecar names the weights by
+    file name and SHA-256, so the files are the same wherever the package is installed. The
+    refiner ships as its K-step sampler (the checkpoint's K), not its one-step graph."""
+    require_torch('exporting the shipped ONNX graphs')
+    results = []
+    for target, weights in SHIPPED_GRAPHS.items():
+        key = 'stage1_weights' if target == 'stage1' else 'refiner_weights'
+        item = TARGETS[target]({key: weights})[0]
+        res = export_module(item.module, item.spec, Path(out_dir or weights.parent),
+                            digest=item.digest, source=weights.name, stem=weights.stem)
+        for path in (res.path, res.sidecar):  # package files: readable by every user
+            path.chmod(0o644)
+        log(res.summary())
+        results.append(res)
+    return results
+
+
 def add_arguments(p) -> None:
     """Arguments of ``sgdfuse export``."""
     p.add_argument('--onnx', action='store_true', required=True,
@@ -121,6 +154,8 @@ def add_arguments(p) -> None:
     p.add_argument('--stage1-weights', type=Path, help='stage-1 checkpoint (default: shipped)')
     p.add_argument('--refiner-weights', type=Path,
                    help='refiner (student) checkpoint (default: shipped)')
+    p.add_argument('--steps', type=int, default=None,
+                   help="the refiner graph's sampling steps (default: the checkpoint's own)")
     p.add_argument('--mask-provider', default='lite_medsam',
                    help='SAM-family provider whose encoder/decoder to export: lite_medsam '
                    '(packaged weights), mobile_sam, sam (need --mask-checkpoint)')
@@ -131,10 +166,37 @@ def add_arguments(p) -> None:
     p.add_argument('--random', action='store_true',
                    help='export untrained networks where no weights are installed (tests)')
     p.add_argument('--no-check', action='store_true', help='skip the PyTorch parity check')
+    p.add_argument('--shipped', action='store_true',
+                   help='write the ONNX graphs that ship with the package (stage 1, the '
+                   "student refiner's K-step sampler) beside the shipped weights, or into --out; "
+                   'run it whenever the shipped weights change')
 
 
 def run_export(args) -> int:
     """``sgdfuse export --onnx``: export, check and describe each target; 0 when all passed."""
+    try:
+        require_torch('sgdfuse export', 'a runtime install loads the ONNX files that a machine '
+                      'with PyTorch exported (copy them into its engines folder)')
+    except TorchRequired as exc:
+        print(f'sgdfuse: error: {exc}', file=sys.stderr)
+        return 2
+    if getattr(args, 'shipped', False):
+        others = [flag for flag, on in (('--models', args.models),
+                                        ('--stage1-weights', args.stage1_weights),
+                                        ('--refiner-weights', args.refiner_weights),
+                                        ('--random', args.random), ('--no-check', args.no_check),
+                                        ('--steps', args.steps))
+                  if on]
+        if others:
+            print(f'sgdfuse: error: --shipped exports the shipped weights, checked; it takes no '
+                  f'{", ".join(others)}', file=sys.stderr)
+            return 2
+        try:
+            export_shipped(args.out)
+        except ExportError as exc:
+            print(f'shipped graphs: FAILED: {exc}', file=sys.stderr)
+            return 1
+        return 0
     try:
         w, h = parse_size(args.size)
     except ValueError as exc:
@@ -148,7 +210,7 @@ def run_export(args) -> int:
               f'{", ".join(TARGETS)}', file=sys.stderr)
         return 2
     options = {'stage1_weights': args.stage1_weights, 'allow_random': args.random,
-               'refiner_weights': args.refiner_weights,
+               'refiner_weights': args.refiner_weights, 'steps': args.steps,
                'size': (h, w), 'mask_provider': args.mask_provider,
                'mask_checkpoint': args.mask_checkpoint, 'mask_input_size': args.mask_input_size}
     failures = 0
