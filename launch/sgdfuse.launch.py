@@ -4,6 +4,7 @@
     ros2 launch sgdfuse_ros sgdfuse.launch.py params_file:=/path/my.yaml use_sim_time:=true \
         thermal_topic:=/flir/image_raw rgb_topic:=/cam/image_raw fused_topic:=/fused \
         rviz:=true
+    ros2 launch sgdfuse_ros sgdfuse.launch.py managed:=true autostart:=true
 
 Arguments:
   params_file   node parameters (default: this package's config/sgdfuse.yaml)
@@ -16,10 +17,16 @@ Arguments:
                 publishing large images should use the same profile.
   rviz          also start rviz2 with config/sgdfuse.rviz
   log_level     the node's log level
+  managed       start sgdfuse_lifecycle_node, the managed (lifecycle) node, instead of
+                sgdfuse_node: it waits unconfigured for configure / activate on its lifecycle
+                services (ros2 lifecycle set /sgdfuse configure), as a vehicle stack's
+                lifecycle manager drives it
+  autostart     with managed:=true, configure and then activate it at launch
 
 The launch modules are imported inside generate_launch_description(), so this file can be
 imported (and linted) where launch/launch_ros are not installed. The topic defaults are the
-node's own (sgdfuse_ros.params).
+node's own (sgdfuse_ros.params); the executables are the package's console scripts
+(:data:`EXECUTABLES`).
 """
 
 from pathlib import Path
@@ -33,14 +40,20 @@ DEFAULT_DDS_PROFILE = str(_SHARE / 'config' / 'fastdds_shm.xml')
 DEFAULT_RVIZ = str(_SHARE / 'config' / 'sgdfuse.rviz')
 #: The node's topic parameters and their defaults (sgdfuse_ros.params), remappable here.
 DEFAULT_TOPICS = {name: DEFAULTS[name] for name in TOPIC_PARAMETERS}
+#: The node's executable for managed:=false and managed:=true.
+EXECUTABLES = {'false': 'sgdfuse_node', 'true': 'sgdfuse_lifecycle_node'}
 
 
 def generate_launch_description():
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument
-    from launch.conditions import IfCondition
-    from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import Node
+    from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+    from launch.conditions import IfCondition, UnlessCondition
+    from launch.events import matches_action
+    from launch.substitutions import AndSubstitution, LaunchConfiguration
+    from launch_ros.actions import LifecycleNode, Node
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
 
     args = [
         DeclareLaunchArgument('params_file', default_value=DEFAULT_PARAMS,
@@ -53,15 +66,19 @@ def generate_launch_description():
                               description='Start rviz2 with config/sgdfuse.rviz'),
         DeclareLaunchArgument('log_level', default_value='info',
                               description='Log level of the node'),
+        DeclareLaunchArgument('managed', default_value='false',
+                              description='Start the managed (lifecycle) node instead'),
+        DeclareLaunchArgument('autostart', default_value='false',
+                              description='managed:=true: configure and activate at launch'),
     ]
     args += [DeclareLaunchArgument(name, default_value=topic,
                                    description=f'Remap {topic} to this topic')
              for name, topic in DEFAULT_TOPICS.items()]
 
     profile = LaunchConfiguration('dds_profile')
-    node = Node(
+    managed = LaunchConfiguration('managed')
+    common = dict(
         package='sgdfuse_ros',
-        executable='sgdfuse_node',
         name=NODE_NAME,
         output='screen',
         emulate_tty=True,
@@ -73,6 +90,18 @@ def generate_launch_description():
         additional_env={'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
                         'FASTDDS_DEFAULT_PROFILES_FILE': profile},
     )
+    node = Node(executable=EXECUTABLES['false'], condition=UnlessCondition(managed), **common)
+    lifecycle = LifecycleNode(executable=EXECUTABLES['true'], namespace='',
+                              condition=IfCondition(managed), **common)
+    autostart = IfCondition(AndSubstitution(managed, LaunchConfiguration('autostart')))
+    configure = EmitEvent(event=ChangeState(
+        lifecycle_node_matcher=matches_action(lifecycle),
+        transition_id=Transition.TRANSITION_CONFIGURE), condition=autostart)
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=lifecycle, start_state='configuring', goal_state='inactive',
+        entities=[EmitEvent(event=ChangeState(
+            lifecycle_node_matcher=matches_action(lifecycle),
+            transition_id=Transition.TRANSITION_ACTIVATE))]), condition=autostart)
     rviz = Node(
         package='rviz2',
         executable='rviz2',
@@ -83,4 +112,4 @@ def generate_launch_description():
         additional_env={'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
                         'FASTDDS_DEFAULT_PROFILES_FILE': profile},
     )
-    return LaunchDescription(args + [node, rviz])
+    return LaunchDescription(args + [node, lifecycle, activate, configure, rviz])

@@ -47,17 +47,18 @@ def new_context():
 class Harness:
     """The node under test plus a tester node (publishes pairs, records outputs), spun by one
     executor in a background thread. ``node_class``: :class:`SgdfuseNode` (fusing once built:
-    the harness waits for the graph to connect) or a managed node (``connect=False``: it has no
-    subscriptions before it is activated)."""
+    the harness waits for the graph to connect), a managed node (``connect=False``: it has no
+    subscriptions before it is activated), or None: the node named ``name`` runs elsewhere (a
+    process) and only the tester is here."""
 
     def __init__(self, context, params: dict, *, thermal_type=Image, rgb_type=Image,
                  pipeline: FusionPipeline | None = None, node_class=SgdfuseNode,
-                 connect: bool = True):
+                 connect: bool = True, name: str | None = None):
         self.context = context
-        self.name = f'sgdfuse_{random.randrange(1 << 30)}'
-        self.node = node_class(self.name, context=context, pipeline=pipeline,
-                               parameter_overrides=[
-                                   Parameter(k, value=v) for k, v in params.items()])
+        self.name = name or f'sgdfuse_{random.randrange(1 << 30)}'
+        self.node = None if node_class is None else node_class(
+            self.name, context=context, pipeline=pipeline,
+            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         topics = {k: params.get(k, DEFAULTS[k])
                   for k in ('thermal_topic', 'rgb_topic', 'fused_topic')}
         self.tester = rclpy.create_node(self.name + '_tester', context=context)
@@ -72,7 +73,8 @@ class Harness:
             DiagnosticArray, '/diagnostics',
             lambda m: self.diagnostics.extend(s for s in m.status if self.name in s.name), 10)
         self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
+        if self.node is not None:
+            self.executor.add_node(self.node)
         self.executor.add_node(self.tester)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
@@ -144,7 +146,8 @@ class Harness:
     def close(self):
         self.executor.shutdown(timeout_sec=5)
         self.thread.join(5)
-        self.node.destroy_node()
+        if self.node is not None:
+            self.node.destroy_node()
         self.tester.destroy_node()
 
 

@@ -166,6 +166,12 @@ def test_launch_file_takes_the_schema_defaults_and_points_at_real_files():
     assert module.DEFAULT_TOPICS == {'thermal_topic': '/thermal/image_raw',
                                      'rgb_topic': '/rgb/image_raw',
                                      'fused_topic': '/fused/image_raw'}
+    # managed:=false / true start the package's two node executables, whose mains exist
+    setup = (REPO / 'setup.py').read_text()
+    for executable, module_name in zip(module.EXECUTABLES.values(), ('node', 'lifecycle')):
+        assert f"'{executable} = sgdfuse_ros.ros.{module_name}:main'" in setup, executable
+        path = REPO / 'sgdfuse_ros' / 'ros' / f'{module_name}.py'
+        assert '\ndef main(args=None) -> int:' in path.read_text()
     try:
         import launch_ros  # noqa: F401
     except ImportError:

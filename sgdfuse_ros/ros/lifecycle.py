@@ -91,7 +91,10 @@ class SgdfuseLifecycleNode(FusionNodeMixin, LifecycleNode):
         return result
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        return self._transition('shutdown', self.fusion.shutdown)
+        result = self._transition('shutdown', self.fusion.shutdown)
+        if result == TransitionCallbackReturn.SUCCESS:
+            self.get_logger().info(f'shut down: models freed (was {state.label})')
+        return result
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         # back to unconfigured with nothing loaded
