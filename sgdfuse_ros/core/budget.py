@@ -1,6 +1,6 @@
 """The pixel budget: the largest frame the networks run on, so memory is set by configuration.
 
-A fusion network's memory grows with the pixels it runs on (about 0.4 GB per megapixel for
+A fusion network's memory grows with the pixels it runs on (about 0.5 GB per megapixel for
 the default method on ONNX Runtime, see docs/benchmarks.md); an 8000x6000 pair at full size
 needs more than 20 GB. A :class:`PixelBudget` bounds that: frames within ``max_pixels`` run at
 their own size, larger ones either run at the largest size within the budget that keeps their
@@ -15,7 +15,7 @@ import math
 
 from .imaging import ImageError
 
-#: The default budget: 1920x1080 pixels (about 1.6 GB peak for the default method, CPU).
+#: The default budget: 1920x1080 pixels (under 1 GB peak for the default method on CPU).
 DEFAULT_MAX_PIXELS = 1920 * 1080
 #: What happens to a frame over the budget.
 OVERSIZE_MODES = ('resize', 'refuse')

@@ -37,7 +37,7 @@ def add_budget_arguments(p: argparse.ArgumentParser) -> None:
                    metavar='N|WxH',
                    help='most pixels the networks run on, a count or WxH (default 1920x1080 '
                    '= %(default)s; 0: no limit). Memory grows with it: for the default method '
-                   'about 1.6 GB at the default, 5.6 GB at 3840x2160 (docs/benchmarks.md)')
+                   'about 0.9 GB at the default, 4.8 GB at 3840x2160 (docs/benchmarks.md)')
     p.add_argument('--oversize', choices=OVERSIZE_MODES, default='resize',
                    help='a frame over --max-pixels: resize (run at the largest size within '
                    "the budget, write at the frame's size; the default) or refuse (an error)")
