@@ -109,6 +109,9 @@ class Stage1Method:
         self.meta: dict[str, Any] | None = None  # the checkpoint's, once loaded in PyTorch
         self.backend = None  # None: the module itself (torch); else a runtime Backend
         if backend in (None, 'torch'):
+            from sgdfuse_ros.runtime.extras import require_torch
+
+            require_torch("the 'torch' backend")
             self.channels, self.net_multiple = self.model.config.in_channels, self.model.multiple
             return
         if backend == 'auto':

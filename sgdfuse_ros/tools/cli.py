@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import sys
 from types import ModuleType
 
+from sgdfuse_ros.runtime.extras import TorchRequired
 from sgdfuse_ros.training import ablation
 from . import bag, bench, demo_command, export, fuse, masks, train
 from . import eval as eval_command
@@ -108,7 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     cmd = COMMANDS[args.command]
-    return getattr(cmd.module, cmd.run)(args)
+    try:
+        return getattr(cmd.module, cmd.run)(args)
+    except ModuleNotFoundError as exc:  # the runtime install has no PyTorch: say so in one line
+        if exc.name != 'torch':
+            raise
+        line = exc if isinstance(exc, TorchRequired) else TorchRequired(f'sgdfuse {args.command}')
+        print(f'sgdfuse: error: {line}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':
