@@ -25,7 +25,7 @@ import pytest
 from sgdfuse_ros.core import imaging
 from sgdfuse_ros.core.hashing import sha256_file
 from sgdfuse_ros.core.paths import samples_dir
-from sgdfuse_ros.models.weights import SHIPPED_GRAPHS
+from sgdfuse_ros.models.weights import SHIPPED_GRAPHS, SHIPPED_REFINER_STEPS
 from sgdfuse_ros.runtime import export
 from sgdfuse_ros.runtime.extras import torch_available
 
@@ -128,12 +128,12 @@ def test_default_pipeline_fuse_and_bag_fuse_run_without_torch(tmp_path, ivif):
 def test_what_needs_torch_says_so_in_one_line(tmp_path):
     """Without torch, each request that needs it fails with one line naming the extra to
     install: the torch backend, the teacher, training, export, a SAM-family provider, and a
-    step count whose graph was not exported (which also names the export command)."""
+    step count whose graph does not ship (which also names the export command)."""
     samples = samples_dir()
     pair = ['--ir', str(samples / 'ir'), '--vis', str(samples / 'vi'), '--out', 'o', '--quiet']
     asks = {'backend torch': ['fuse', *pair, '--backend', 'torch'],
             'teacher': ['fuse', *pair, '--teacher'],
-            'steps 3': ['fuse', *pair, '--steps', '3'],
+            'steps 5': ['fuse', *pair, '--steps', '5'],
             'lite_medsam': ['fuse', *pair, '--mask-provider', 'lite_medsam'],
             'train': ['train', 'stage1', '--data', str(samples), '--out', 'w.pt'],
             'export': ['export', '--onnx']}
@@ -155,19 +155,26 @@ def test_what_needs_torch_says_so_in_one_line(tmp_path):
         assert rc != 0 and len(lines) == 1 and lines[0].startswith('sgdfuse: error: '), (name, err)
         extra = 'sgdfuse_ros[sam]' if name == 'lite_medsam' else 'sgdfuse_ros[torch]'
         assert extra in lines[0], (name, lines[0])
-    assert '--steps 3' in out['steps 3'][1] and 'sgdfuse export --onnx' in out['steps 3'][1]
+    assert '--steps 5' in out['steps 5'][1] and 'sgdfuse export --onnx' in out['steps 5'][1]
 
 
 # ----------------------------------------------------------------------------------------------
 # The shipped graphs
 # ----------------------------------------------------------------------------------------------
 
+def _shipped() -> list[tuple[str, Path, Path, Path]]:
+    """``(target, weights, graph, sidecar)`` of every shipped graph."""
+    return [(target, weights, graph, sidecar) for target, weights in SHIPPED_GRAPHS.items()
+            for graph, sidecar in export.shipped_graphs(weights) if graph.is_file()]
+
+
 def test_shipped_graphs_name_their_weights():
     """Each shipped graph's sidecar names the shipped weights file by its SHA-256, the current
     exporter version and the graph's own SHA-256, and holds what runs it without PyTorch; the
-    package installs them (setup.py's package_data)."""
-    for target, weights in SHIPPED_GRAPHS.items():
-        graph, sidecar = export.shipped_graph_paths(weights)
+    student's sampler ships at each step count of SHIPPED_REFINER_STEPS."""
+    shipped = _shipped()
+    steps = set()
+    for target, weights, graph, sidecar in shipped:
         meta = export.read_onnx_sidecar(sidecar)
         assert meta['weights_sha256'] == sha256_file(weights), (
             f'{graph} is not the graph of {weights}: run `sgdfuse export --onnx --shipped`')
@@ -181,10 +188,14 @@ def test_shipped_graphs_name_their_weights():
         assert graph.stat().st_size < 5_000_000
         if target == 'refiner':
             assert meta['use_masks'] is True and meta['inputs'][:2] == ['f1', 'masks']
-            assert len(meta['timesteps']) == meta['sampler']['steps']
+            k = len(meta['timesteps'])
             assert meta['timesteps'][0] == meta['sampler']['t_start']
+            assert graph.stem == (weights.stem if k == meta['sampler']['steps']
+                                  else f'{weights.stem}_k{k}')
+            steps.add(k)
         else:
             assert meta['inputs'] == ['ir', 'vis'] and meta['config']['in_channels'] == 1
+    assert steps == set(SHIPPED_REFINER_STEPS)
 
 
 @needs_torch
@@ -206,8 +217,12 @@ def test_shipped_graphs_match_a_fresh_export_and_pytorch_on_real_pairs(tmp_path,
     assert main(['export', '--onnx', '--shipped', '--out', str(tmp_path)]) == 0
     stage1, _ = load_stage1(SHIPPED_GRAPHS['stage1'])
     model, meta = load_refiner(SHIPPED_GRAPHS['refiner'])
-    sampler = refiner_sampler(model, meta)
-    modules = {'stage1': stage1, 'refiner': sampler}
+    sessions = {}
+    for target, _, graph, sidecar in _shipped():
+        k = len(export.read_onnx_sidecar(sidecar).get('timesteps') or ())
+        module = stage1 if target == 'stage1' else refiner_sampler(model, meta, steps=k)
+        sessions[graph] = (target, module, [ort.InferenceSession(
+            str(g), providers=['CPUExecutionProvider']) for g in (graph, tmp_path / graph.name)])
     for pair in _pairs(ivif, 3):
         ir = imaging.ThermalGain(smoothing=0.0)(imaging.read_image(pair.ir, gray=True))
         vis = imaging.visible_luma(imaging.read_image(pair.vis))
@@ -219,22 +234,19 @@ def test_shipped_graphs_match_a_fresh_export_and_pytorch_on_real_pairs(tmp_path,
         feeds = {'stage1': {'ir': ir[None, None], 'vis': vis[None, None]},
                  'refiner': {'f1': f1[None, None], 'masks': masks, 'ir': ir[None, None],
                              'vis': vis[None, None]}}
-        for target, weights in SHIPPED_GRAPHS.items():
+        for graph, (target, module, sess) in sessions.items():
             x = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds[target].items()}
             with torch.inference_mode():
-                ref = modules[target](*(torch.from_numpy(a) for a in x.values())).numpy()
-            outs = []
-            for graph in (export.shipped_graph_paths(weights)[0],
-                          tmp_path / f'{weights.stem}.onnx'):
-                sess = ort.InferenceSession(str(graph), providers=['CPUExecutionProvider'])
-                outs.append(sess.run(None, x)[0])
-            assert np.abs(outs[0] - ref).max() <= LSB, (target, pair.name)
-            assert np.abs(outs[0] - outs[1]).max() <= 1e-5, (target, pair.name)
-    for weights in SHIPPED_GRAPHS.values():
-        fresh = export.read_onnx_sidecar(tmp_path / f'{weights.stem}.onnx.json')
-        shipped = export.read_onnx_sidecar(export.shipped_graph_paths(weights)[1])
-        for key in ('weights_sha256', 'model', 'inputs', 'outputs', 'multiple', 'config'):
-            assert fresh.get(key) == shipped.get(key), key
+                ref = module(*(torch.from_numpy(a) for a in x.values())).numpy()
+            shipped, fresh = (s.run(None, x)[0] for s in sess)
+            assert np.abs(shipped - ref).max() <= LSB, (graph.name, pair.name)
+            assert np.abs(shipped - fresh).max() <= 1e-5, (graph.name, pair.name)
+    for _, _, graph, sidecar in _shipped():
+        fresh = export.read_onnx_sidecar(tmp_path / sidecar.name)
+        shipped = export.read_onnx_sidecar(sidecar)
+        for key in ('weights_sha256', 'model', 'inputs', 'outputs', 'multiple', 'config',
+                    'timesteps', 'sampler', 'use_masks'):
+            assert fresh.get(key) == shipped.get(key), (graph.name, key)
 
 
 @needs_torch
@@ -271,30 +283,62 @@ def test_runtime_output_equals_the_full_install_on_the_sample_pairs(tmp_path):
             assert np.abs(res.luma - runtime_luma).max() <= LSB, (name, pair.name)
 
 
-@needs_torch
-def test_a_graph_exported_ahead_of_time_runs_without_torch(tmp_path):
-    """What ``sgdfuse export`` writes on a machine with PyTorch (here: the refiner at another
-    step count) is what a runtime install then runs from its engines folder."""
-    from sgdfuse_ros.tools.cli import main
-
-    engines = tmp_path / 'engines'
-    assert main(['export', '--onnx', '--models', 'refiner', '--steps', '2', '--out',
-                 str(engines)]) == 0
-    code = """
+@needs_ort
+def test_the_refiner_steps_that_ship_run_without_torch(tmp_path):
+    """Each step count of SHIPPED_REFINER_STEPS (what the node's refiner_steps may be changed
+    to at run time) builds and runs from the shipped graphs."""
+    code = f"""
         import numpy as np
         from sgdfuse_ros.fusion.methods import build_method
 
-        RESULT = {}
-        method = build_method('sgdfuse', steps=2)
+        RESULT = {{}}
         rng = np.random.default_rng(0)
         ir, vis = (rng.random((96, 128), dtype=np.float32) for _ in range(2))
-        out = method(ir, vis, (np.zeros_like(ir), np.ones_like(ir)))
-        RESULT.update(steps=method.refiner.steps, report=method.backend_report(),
-                      finite=bool(np.isfinite(out.fused).all()))
+        masks = (np.zeros_like(ir), np.ones_like(ir))
+        for k in {SHIPPED_REFINER_STEPS!r}:
+            method = build_method('sgdfuse', steps=k)
+            out = method(ir, vis, masks).fused
+            RESULT[str(k)] = [method.refiner.steps, method.backend_report()['refiner'],
+                              bool(np.isfinite(out).all()), float(out.mean())]
+    """
+    out = run_without_torch(code, tmp_path)
+    assert out.pop('heavy') == [] and list(out) == [str(k) for k in SHIPPED_REFINER_STEPS]
+    for k, (steps, report, finite, _) in out.items():
+        assert steps == int(k) and report.startswith('onnxruntime') and finite
+    assert len({round(v[3], 6) for v in out.values()}) == len(out)  # each its own sampler
+
+
+@needs_torch
+def test_a_graph_exported_ahead_of_time_runs_without_torch(tmp_path):
+    """What ``sgdfuse export`` writes on a machine with PyTorch (here: a refiner checkpoint
+    that ships no graph) is what a runtime install then runs from its engines folder, with
+    the output PyTorch gives."""
+    from sgdfuse_ros.fusion.methods import build_method
+    from sgdfuse_ros.models.weights import ABLATION_DIR
+    from sgdfuse_ros.tools.cli import main
+
+    weights = ABLATION_DIR / 'no_hfah.pt'
+    engines = tmp_path / 'engines'
+    assert main(['export', '--onnx', '--models', 'refiner', '--refiner-weights', str(weights),
+                 '--out', str(engines)]) == 0
+    code = f"""
+        import numpy as np
+        from sgdfuse_ros.fusion.methods import build_method
+
+        RESULT = {{}}
+        method = build_method('sgdfuse', weights={str(weights)!r})
+        rng = np.random.default_rng(0)
+        ir, vis = (rng.random((96, 128), dtype=np.float32) for _ in range(2))
+        np.save('out.npy', method(ir, vis, (np.zeros_like(ir), np.ones_like(ir))).fused)
+        RESULT.update(report=method.backend_report())
     """
     out = run_without_torch(code, tmp_path, engines=engines)
-    assert out['heavy'] == [] and out['steps'] == 2 and out['finite']
-    assert out['report']['refiner'].startswith('onnxruntime')
+    assert out['heavy'] == [] and out['report']['refiner'].startswith('onnxruntime')
+    rng = np.random.default_rng(0)
+    ir, vis = (rng.random((96, 128), dtype=np.float32) for _ in range(2))
+    ref = build_method('sgdfuse', weights=weights, backend='torch')(
+        ir, vis, (np.zeros_like(ir), np.ones_like(ir))).fused
+    assert np.abs(np.load(tmp_path / 'out.npy') - ref).max() <= LSB
 
 
 # ----------------------------------------------------------------------------------------------

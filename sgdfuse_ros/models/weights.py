@@ -22,3 +22,7 @@ ABLATION_DIR = WEIGHTS_DIR / 'ablation'
 #: ``sgdfuse export --onnx --shipped`` (redo it whenever these weights change; a test checks
 #: that each graph names its weights' SHA-256).
 SHIPPED_GRAPHS = {'stage1': STAGE1_WEIGHTS, 'refiner': STUDENT_WEIGHTS}
+#: Step counts of the student's sampler graphs that ship: its own K as ``<stem>.onnx``, the
+#: others as ``<stem>_k<K>.onnx``, so that the node's ``refiner_steps`` can change at run time
+#: on the runtime install too (the student is distilled for 1 to 4 steps).
+SHIPPED_REFINER_STEPS = (1, 2, 3, 4)

@@ -96,11 +96,23 @@ def onnx_paths(out_dir: str | os.PathLike, name: str, digest: str, *,
     return base.with_suffix('.onnx'), base.with_suffix('.json')
 
 
-def shipped_graph_paths(weights: str | os.PathLike) -> tuple[Path, Path]:
+def shipped_graph_paths(weights: str | os.PathLike, variant: str | None = None
+                        ) -> tuple[Path, Path]:
     """``(graph.onnx, sidecar.json)`` of the graph shipped beside a weights file:
-    ``<dir>/<stem>.onnx`` and ``<dir>/<stem>.onnx.json``."""
+    ``<dir>/<stem>.onnx`` and ``<dir>/<stem>.onnx.json``, or ``<stem>_<variant>.onnx`` for
+    another graph of the same weights (e.g. ``k2``: the refiner's sampler at 2 steps)."""
     weights = Path(weights)
-    return onnx_paths(weights.parent, '', '', stem=weights.stem)
+    stem = weights.stem + (f'_{variant}' if variant else '')
+    return onnx_paths(weights.parent, '', '', stem=stem)
+
+
+def shipped_graphs(weights: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Every graph shipped beside a weights file (see :func:`shipped_graph_paths`), the
+    weights' own first."""
+    weights = Path(weights)
+    variants = sorted(weights.parent.glob(f'{weights.stem}_*.onnx'))
+    return [shipped_graph_paths(weights)] + [
+        (p, p.with_name(p.name + '.json')) for p in variants]
 
 
 def read_onnx_sidecar(path: str | os.PathLike) -> dict:
@@ -145,15 +157,15 @@ def find_graph(digest: str, *, pattern: str, dirs: Sequence[str | os.PathLike],
                shipped: str | os.PathLike | None = None,
                accept: Callable[[dict], bool] | None = None, current: bool = True
                ) -> tuple[Path | None, dict | None, str]:
-    """The ONNX graph of the weights ``digest`` among what exists: the graph ``shipped`` beside
-    the weights (its path, see :func:`shipped_graph_paths`) first, then, in each folder of
+    """The ONNX graph of the weights ``digest`` among what exists: the graphs shipped beside
+    the weights file ``shipped`` (see :func:`shipped_graphs`) first, then, in each folder of
     ``dirs``, ``<pattern>_<hash12>.onnx`` (``pattern``: a glob of the graph's name, e.g.
     ``refiner_k*_t*``), each with a sidecar that names these weights and that ``accept(sidecar)``
     takes. ``current``: see :func:`graph_problem`. Returns ``(path, sidecar, '')``, or
     ``(None, None, what was looked at)``. Imports neither torch nor onnx."""
     candidates = []
     if shipped is not None:
-        candidates.append(shipped_graph_paths(shipped))
+        candidates.extend(p for p in shipped_graphs(shipped) if p[0].is_file())
     for folder in dirs:
         folder = Path(folder)
         if folder.is_dir():
@@ -172,7 +184,7 @@ def find_graph(digest: str, *, pattern: str, dirs: Sequence[str | os.PathLike],
     where = ', '.join(str(Path(d)) for d in dirs)
     looked = f'{pattern}_{digest[:12]}.onnx in {where}'
     if shipped is not None:
-        looked = f'{shipped_graph_paths(shipped)[0]} or {looked}'
+        looked = f'{Path(shipped).with_suffix("")}*.onnx or {looked}'
     return None, None, looked + (f'; found {"; ".join(seen)}' if seen else '')
 
 

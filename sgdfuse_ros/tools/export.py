@@ -25,8 +25,10 @@ from typing import Callable
 from sgdfuse_ros.core.hashing import sha256_file
 from sgdfuse_ros.core.imaging import parse_size
 from sgdfuse_ros.models.export_spec import Exportable, module_digest
-from sgdfuse_ros.models.weights import SHIPPED_GRAPHS, STAGE1_WEIGHTS, STUDENT_WEIGHTS
+from sgdfuse_ros.models.weights import (SHIPPED_GRAPHS, SHIPPED_REFINER_STEPS, STAGE1_WEIGHTS,
+                                        STUDENT_WEIGHTS)
 from sgdfuse_ros.runtime.base import default_engines_dir
+from sgdfuse_ros.runtime import export as export_files
 from sgdfuse_ros.runtime.export import ExportError, ExportResult, export_module
 from sgdfuse_ros.runtime.extras import TorchRequired, require_torch
 
@@ -127,18 +129,34 @@ def export_shipped(out_dir: str | Path | None = None, *, log=print) -> list[Expo
     against PyTorch on a real pair, into ``out_dir`` (default: beside the weights) as
     ``<weights stem>.onnx`` + ``<weights stem>.onnx.json``; the sidecar names the weights by
     file name and SHA-256, so the files are the same wherever the package is installed. The
-    refiner ships as its K-step sampler (the checkpoint's K), not its one-step graph."""
+    refiner ships as its K-step sampler (the checkpoint's K), not its one-step graph, and at the
+    other step counts of :data:`SHIPPED_REFINER_STEPS` as ``<weights stem>_k<K>.onnx``."""
     require_torch('exporting the shipped ONNX graphs')
+    jobs = [(STAGE1_WEIGHTS, {'stage1_weights': SHIPPED_GRAPHS['stage1']}, 'stage1', None)]
+    weights = SHIPPED_GRAPHS['refiner']
+    own = TARGETS['refiner']({'refiner_weights': weights})[0]
+    jobs.append((weights, {}, own, None))
+    default_k = len(own.spec.meta['timesteps'])
+    jobs += [(weights, {'refiner_weights': weights, 'steps': k}, 'refiner', f'k{k}')
+             for k in SHIPPED_REFINER_STEPS if k != default_k]
     results = []
-    for target, weights in SHIPPED_GRAPHS.items():
-        key = 'stage1_weights' if target == 'stage1' else 'refiner_weights'
-        item = TARGETS[target]({key: weights})[0]
+    for weights, options, target, variant in jobs:
+        item = TARGETS[target](options)[0] if isinstance(target, str) else target
         res = export_module(item.module, item.spec, Path(out_dir or weights.parent),
-                            digest=item.digest, source=weights.name, stem=weights.stem)
+                            digest=item.digest, source=weights.name,
+                            stem=weights.stem + (f'_{variant}' if variant else ''))
         for path in (res.path, res.sidecar):  # package files: readable by every user
             path.chmod(0o644)
         log(res.summary())
         results.append(res)
+    written = {r.path for r in results}
+    for weights in SHIPPED_GRAPHS.values():  # variants no longer made (another default K)
+        for path, sidecar in export_files.shipped_graphs(Path(out_dir or weights.parent) /
+                                                         weights.name):
+            if path.is_file() and path not in written:
+                path.unlink()
+                sidecar.unlink(missing_ok=True)
+                log(f'removed {path}: no longer a shipped graph')
     return results
 
 
