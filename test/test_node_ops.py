@@ -312,8 +312,9 @@ def test_run_time_parameters_through_the_parameter_service(context, pair):
 
 
 def test_refiner_steps_change_while_fusing(context, pair):
-    """The diffusion refiner is rebuilt with the new number of steps beside the running one;
-    the worker swaps it between frames and fusing goes on."""
+    """The diffusion refiner is rebuilt with the new number of steps beside the running one,
+    which goes on fusing; the worker swaps it between frames. A build that fails leaves the
+    running refiner and sets the parameter back."""
     ir, vi = pair
     thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
     h = Harness(context, {'method': 'sgdfuse', 'max_latency': 0.0})
@@ -322,15 +323,30 @@ def test_refiner_steps_change_while_fusing(context, pair):
         h.stream(thermal, rgb, 1.0)
         assert h.wait_for(lambda: len(h.fused) >= 2, 5.0)
         want = default + 1
-        result = h.set_params(refiner_steps=want)[0]
+        result = h.set_params(refiner_steps=want)[0]  # returns at once; the build goes on
         assert result.successful, result.reason
+        assert h.node.settings.refiner_steps == want
         h.fused.clear()
-        h.stream(thermal, rgb, 1.5)
-        assert h.settled(10.0)
+        sent = 0
+        while h.node.pipeline.method.steps != want and sent < 120 * 15:
+            sent += h.stream(thermal, rgb, 1.0)  # fusing goes on with the old refiner
         method = h.node.pipeline.method
         assert method.refiner.steps == want and method.steps == want
         assert h.node.pipeline.config.method_options['steps'] == want
-        assert h.node.settings.refiner_steps == want
-        assert len(h.fused) >= 2 and h.node.counters()['errors'] == {}
+        assert len(h.fused) >= 2, 'no frame while the refiner was rebuilt'
+        h.fused.clear()
+        h.stream(thermal, rgb, 1.0)
+        assert h.settled(10.0) and len(h.fused) >= 2
+        assert h.node.counters()['errors'] == {}
+
+        # A value the method cannot run is refused by the build: logged, counted, and the
+        # parameter set back to the steps that run.
+        result = h.set_params(refiner_steps=400)[0]
+        assert result.successful
+        assert h.wait_for(lambda: h.node.get_parameter('refiner_steps').value == want, 120.0)
+        assert h.node.settings.refiner_steps == want and h.node.pipeline.method.steps == want
+        errors = h.node.counters()['errors']
+        assert errors == {'parameters': 1}, errors
+        assert 'refiner_steps 400: cannot build' in h.node.counters()['last_error']
     finally:
         h.close()

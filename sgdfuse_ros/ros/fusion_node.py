@@ -14,8 +14,8 @@ of a managed node:
 ``unconfigured``  :meth:`~NodeFusion.shutdown` does what is needed from any state
 
 The plain node configures and activates when it is built. Threads: the executor runs the
-subscriptions (their own callback group: never queued behind the timer or the parameter and
-lifecycle services of a multi-threaded executor) and the synchronizer, whose callback only puts
+subscriptions (in a callback group of their own, apart from the timer and the services, for a
+multi-threaded executor) and the synchronizer, whose callback only puts
 the newest pair into a :class:`~sgdfuse_ros.core.slots.LatestSlot` (a pair replaced there before
 the worker took it is dropped as ``stale``). The worker thread converts, fuses and publishes.
 A pair older than ``max_latency`` (node clock minus its RGB stamp) when the worker takes it, or
@@ -106,6 +106,14 @@ class NodeFusion:
         if self.worker is None or not self.worker.is_alive():
             self._swap_method()
 
+    def method_options(self) -> dict:
+        """The options of the method that fuses from the next frame on (a rebuilt one waiting
+        to be swapped in, else the pipeline's)."""
+        with self._lock:
+            if self._next_method is not None:
+                return dict(self._next_method[1])
+        return dict(self.pipeline.config.method_options) if self.pipeline else {}
+
     def _swap_method(self) -> None:
         with self._lock:
             pending, self._next_method = self._next_method, None
@@ -177,7 +185,7 @@ class NodeFusion:
                  (CompressedImage if s.rgb_compressed else Image, s.rgb_topic)],
                 qos_profile(s.qos_reliability, s.qos_depth), queue_size=s.sync_queue_size,
                 slop=s.sync_slop, callback=self._on_pair, backend=s.sync_backend,
-                on_error=lambda exc: self._error('callback', f'{type(exc).__name__}: {exc}'),
+                on_error=lambda exc: self.report_error('callback', f'{type(exc).__name__}: {exc}'),
                 callback_group=self._images)
             self._timer = self.node.create_timer(s.diagnostics_period, self._on_diagnostics,
                                                  callback_group=self._timers)
@@ -265,7 +273,7 @@ class NodeFusion:
                 self._pairs += 1
             self._slot.put(_Pair(thermal_msg, rgb_msg, time.monotonic(), self._now_ns()))
         except Exception as exc:  # noqa: BLE001
-            self._error('callback', f'{type(exc).__name__}: {exc}')
+            self.report_error('callback', f'{type(exc).__name__}: {exc}')
 
     def _now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
@@ -287,11 +295,11 @@ class NodeFusion:
             except convert.NonFiniteError as exc:
                 self._drop('thermal_nonfinite', str(exc))
             except ImageError as exc:
-                self._error('input', str(exc))
+                self.report_error('input', str(exc))
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything
                 if self._stopping():
                     return
-                self._error('fusion', f'{type(exc).__name__}: {exc}')
+                self.report_error('fusion', f'{type(exc).__name__}: {exc}')
 
     def _process(self, pair: _Pair) -> None:
         s = self.settings
@@ -347,7 +355,7 @@ class NodeFusion:
             try:
                 listener(stamp_ns, timings)
             except Exception as exc:  # noqa: BLE001
-                self._error('listener', f'{type(exc).__name__}: {exc}')
+                self.report_error('listener', f'{type(exc).__name__}: {exc}')
 
     def add_frame_listener(self, listener) -> None:
         """Call ``listener(stamp_ns, timings_ms)`` (worker thread) after each published frame;
@@ -382,8 +390,8 @@ class NodeFusion:
         except Exception:  # noqa: BLE001 - logging during shutdown
             pass
 
-    def _error(self, kind: str, text: str) -> None:
-        """Count an error and log it, throttled per kind."""
+    def report_error(self, kind: str, text: str) -> None:
+        """Count an error of ``kind`` and log it, throttled per kind."""
         with self._lock:
             self._errors[kind] += 1
             self._last_error = f'{kind}: {text}'
@@ -444,7 +452,7 @@ class NodeFusion:
             self.pub_diag.publish(self.diagnostics())
         except Exception as exc:  # noqa: BLE001
             if not self._stopping():
-                self._error('diagnostics', f'{type(exc).__name__}: {exc}')
+                self.report_error('diagnostics', f'{type(exc).__name__}: {exc}')
 
     def diagnostics(self):
         """The DiagnosticArray published on /diagnostics."""

@@ -81,7 +81,7 @@ def spin(executor) -> None:
         pass
 
 
-def run_node(make_node, args=None, *, name: str, threads: int = 2) -> int:
+def run_node(make_node, args=None, *, name: str, threads: int = 1) -> int:
     """Run the node ``make_node()`` builds until SIGINT or SIGTERM, then stop it cleanly;
     returns the exit code (0, or 2 when the parameters are invalid: logged as one line).
 
@@ -89,8 +89,11 @@ def run_node(make_node, args=None, *, name: str, threads: int = 2) -> int:
     feet of a worker thread still publishing. Here a signal only sets a flag; then, in order,
     the executor stops, ``node.stop()`` stops the node's work (its worker thread), the node is
     destroyed and rclpy shut down, so a normal Ctrl-C or SIGTERM logs no error. A second
-    signal exits at once. ``threads``: executor threads (1: a single-threaded executor; more:
-    a multi-threaded one, so callbacks of separate callback groups run side by side).
+    signal exits at once. ``threads``: executor threads (1, the default: a single-threaded
+    executor; more: a multi-threaded one, whose callback groups run side by side). The nodes'
+    callbacks are all short (the work is in their own threads), and rclpy's multi-threaded
+    executor costs more than it saves: under CPU contention it delayed the image callbacks by
+    10-15 ms more at the median and the node fused fewer frames (docs/benchmarks.md).
     """
     import signal
     import threading

@@ -4,10 +4,14 @@
 range and whether it changes at run time, reads them back as checked settings, and is the
 node's ``add_on_set_parameters_callback`` (``ros2 param set``):
 
-* ``mask_rate``, ``max_latency``, ``refiner_steps``, ``output_encoding``, ``thermal_nonfinite``
-  and ``thermal_timeout`` take effect at once: the worker reads the settings once per pair;
-  the mask worker reads its period at each refresh; a new refiner is built before the call
-  returns (the running one fuses meanwhile) and swapped in between two frames;
+* ``mask_rate``, ``max_latency``, ``output_encoding``, ``thermal_nonfinite`` and
+  ``thermal_timeout`` take effect at once: the worker reads the settings once per pair; the
+  mask worker reads its period at each refresh;
+* ``refiner_steps``: the method is rebuilt with the new steps in a thread of its own (seconds:
+  models loaded, the K-step graph exported on first use) while the running one goes on
+  fusing, and the worker swaps it in between two frames. The call returns at once (the
+  executor is never blocked); a build that fails is logged and counted, and the parameter is
+  set back to the steps that run;
 * the others are read when the node is configured: refused while it runs, with the reason
   (``read-only: restart the node``; a managed node: ``read-only: cleanup, set it and
   configure again``), and taken while a managed node is unconfigured;
@@ -19,6 +23,9 @@ callback runs, with a reason that does not say what to do.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import threading
 
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 
@@ -35,6 +42,9 @@ class NodeParameters:
         self.node = fusion.node
         #: Parameters that could not be declared (a value of the wrong type), one line each.
         self.problems = self._declare()
+        self._refiner_lock = threading.Lock()
+        self._refiner_target: int | None = None  # steps asked for (0: the method's default)
+        self._builder: threading.Thread | None = None
         self.node.add_on_set_parameters_callback(self.on_set)
 
     def _declare(self) -> list[str]:
@@ -98,7 +108,7 @@ class NodeParameters:
         fusion = self.fusion
         old = fusion.settings
         if new.refiner_steps != old.refiner_steps:
-            self._rebuild_method(new)
+            self._request_refiner(new.refiner_steps)
         if new.mask_rate != old.mask_rate and fusion.stream is not None:
             stream, worker = fusion.stream, fusion.stream.worker
             stream.mask_rate = new.mask_rate
@@ -108,19 +118,59 @@ class NodeParameters:
                     worker.max_age_s = stream.mask_max_age = max(1.0, 3.0 / new.mask_rate)
         fusion.settings = new
 
-    def _rebuild_method(self, new) -> None:
+    def _request_refiner(self, steps: int) -> None:
         method = self.fusion.pipeline.method
         if getattr(method, 'refiner', None) is None:
             raise ParameterError(f'refiner_steps: the method {method.name!r} has no diffusion '
                                  'refiner')
-        options = new.pipeline_config().method_options
-        try:
-            built = build_method(method.name, **options)
-        except Exception as exc:  # noqa: BLE001 - refused with the reason, the old one runs on
-            raise ParameterError(f'refiner_steps: cannot build {method.name!r} with '
-                                 f'{new.refiner_steps or "default"} steps: '
-                                 f'{type(exc).__name__}: {exc}') from exc
-        self.fusion.offer_method(built, options)
+        with self._refiner_lock:
+            self._refiner_target = steps
+            if self._builder is None or not self._builder.is_alive():
+                self._builder = threading.Thread(target=self._build_refiners,
+                                                 name='sgdfuse-rebuild', daemon=True)
+                self._builder.start()
+
+    def _running_steps(self) -> int:
+        """``refiner_steps`` of the method that runs (or is about to: swapped at the next
+        frame)."""
+        return self.fusion.method_options().get('steps', 0)
+
+    def _build_refiners(self) -> None:
+        """Build methods until the newest requested steps run (the builder thread)."""
+        fusion, logger = self.fusion, self.node.get_logger()
+        while True:
+            with fusion.transition:
+                if fusion.pipeline is None:  # cleaned up meanwhile
+                    return
+                running, settings = self._running_steps(), fusion.settings
+                name = fusion.pipeline.method.name
+            with self._refiner_lock:
+                target = self._refiner_target
+                if target == running:
+                    self._builder = None
+                    return
+            options = dataclasses.replace(settings, refiner_steps=target
+                                          ).pipeline_config().method_options
+            logger.info(f'refiner_steps: building {name!r} with {target or "the default"} '
+                        'steps beside the running one')
+            try:
+                built = build_method(name, **options)
+            except Exception as exc:  # noqa: BLE001 - the running method goes on
+                fusion.report_error('parameters', f'refiner_steps {target}: cannot build '
+                                    f'{name!r}: {type(exc).__name__}: {exc}; still running '
+                                    f'{running or "the default"} steps')
+                with self._refiner_lock:
+                    failed = self._refiner_target == target
+                if failed:  # tell the truth on `ros2 param get`
+                    from rclpy.parameter import Parameter
+                    self.node.set_parameters([Parameter('refiner_steps', value=running)])
+                continue
+            with fusion.transition:
+                if fusion.pipeline is None or fusion.pipeline.method.name != name:
+                    from .fusion_node import close_quietly
+                    close_quietly(built)
+                    return
+                fusion.offer_method(built, options)
 
 
 __all__ = ['NodeParameters']

@@ -12,7 +12,7 @@ stamped with the time it is published. It records when each fused frame arrives.
 Printed figures (after ``--warmup`` seconds, which are discarded):
 
 * input rate (pairs published per second) and output rate (fused frames received per second),
-  pairs dropped as stale by the node, errors;
+  pairs the node dropped (per reason: stale, older than ``max_latency``...), errors;
 * latency: RGB stamp to fused frame received, percentiles;
 * model time: the fusion pipeline's own time for that frame (``FusionPipeline.fuse``);
 * node cost: latency minus model time, i.e. what the node adds (DDS in and out, sync, queueing,
@@ -180,7 +180,7 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
         'input_rate_hz': len(sent) / t_sent if t_sent > 0 else 0.0,
         'output_rate_hz': len(got) / t_sent if t_sent > 0 else 0.0,
         'pairs_sent': len(sent), 'fused_received': len(got),
-        'dropped_stale': counters['dropped']['stale'], 'errors': counters['errors'],
+        'dropped': counters['dropped'], 'errors': counters['errors'],
         'latency_ms': _percentiles(lat), 'model_ms': _percentiles(model),
         'node_cost_ms': _percentiles(own), 'stage_mean_ms': stages,
         'load_before': load_before, 'load_after': load_after,
@@ -211,8 +211,9 @@ def format_report(r: dict) -> str:
         f'machine: {r["cpus"]} CPUs ({r["cpu"]}), load average before '
         f'{r["load_before"][0]:.2f}, after {r["load_after"][0]:.2f}',
         f'input {r["input_rate_hz"]:.2f} Hz ({r["pairs_sent"]} pairs), output '
-        f'{r["output_rate_hz"]:.2f} Hz ({r["fused_received"]} fused), dropped stale '
-        f'{r["dropped_stale"]}, errors {r["errors"] or 0}',
+        f'{r["output_rate_hz"]:.2f} Hz ({r["fused_received"]} fused), dropped '
+        + (', '.join(f'{k} {v}' for k, v in r['dropped'].items() if v) or 'none')
+        + f', errors {r["errors"] or 0}',
         '',
         '| ms | p50 | p90 | p95 | p99 | max |',
         '|---|---|---|---|---|---|',
