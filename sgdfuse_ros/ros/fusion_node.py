@@ -102,7 +102,7 @@ class NodeFusion:
         with self._lock:
             stale, self._next_method = self._next_method, (built, options)
         if stale is not None:
-            close_quietly(stale[0])
+            self.close_quietly(stale[0])
         if self.worker is None or not self.worker.is_alive():
             self._swap_method()
 
@@ -122,10 +122,20 @@ class NodeFusion:
         built, options = pending
         old, self.pipeline.method = self.pipeline.method, built
         self.pipeline.config.method_options = options
-        close_quietly(old)
+        self.close_quietly(old)
         steps = getattr(getattr(built, 'refiner', None), 'steps', '?')
         self.node.get_logger().info(f'refiner now runs {steps} steps ('
                                     f'{diagnostics.backend_text(self.backend_report)})')
+
+    @staticmethod
+    def close_quietly(obj) -> None:
+        """Close a method or mask provider that has ``close()`` (runtime sessions, engines)."""
+        close = getattr(obj, 'close', None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - freeing on the way out
+                pass
 
     # ---- states -----------------------------------------------------------------------------
 
@@ -245,7 +255,7 @@ class NodeFusion:
             for obj in ((pending or (None,))[0], self._handed,
                         self.pipeline.method if self.pipeline else None,
                         self.pipeline.mask_provider if self.pipeline else None):
-                close_quietly(obj)
+                self.close_quietly(obj)
             self.pipeline = self._handed = None
             self.state = 'unconfigured'
         gc.collect()  # the models' memory goes now, not at some later collection
@@ -491,16 +501,6 @@ class NodeFusion:
                 pass
         return diagnostics.to_msg(report, name=f'{self.node.get_name()}: thermal/RGB fusion',
                                   stamp=self.node.get_clock().now().to_msg())
-
-
-def close_quietly(obj) -> None:
-    """Close a method or mask provider that has ``close()`` (runtime sessions, engines)."""
-    close = getattr(obj, 'close', None)
-    if callable(close):
-        try:
-            close()
-        except Exception:  # noqa: BLE001 - freeing on the way out
-            pass
 
 
 class FusionNodeMixin:

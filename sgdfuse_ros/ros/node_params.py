@@ -167,8 +167,7 @@ class NodeParameters:
                 continue
             with fusion.transition:
                 if fusion.pipeline is None or fusion.pipeline.method.name != name:
-                    from .fusion_node import close_quietly
-                    close_quietly(built)
+                    fusion.close_quietly(built)
                     return
                 fusion.offer_method(built, options)
 
