@@ -362,7 +362,7 @@ def test_threads_parameter_sets_the_runtime_threads_once(context):
     from sgdfuse_ros.runtime import set_threads
     from sgdfuse_ros.runtime.threads import default_threads
 
-    torch = pytest.importorskip('torch')
+    torch = pytest.importorskip('torch', reason='needs the torch extra (sgdfuse_ros[torch])')
     before = torch.get_num_threads()
     node = SgdfuseNode('sgdfuse_threads', context=context, parameter_overrides=[
         Parameter('method', value='mean'), Parameter('threads', value=1)])
