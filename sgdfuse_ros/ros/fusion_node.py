@@ -87,6 +87,7 @@ class NodeFusion:
         self._timer = None
         self._next_method = None  # a rebuilt method waiting for the worker's frame boundary
         self._loggers: dict[str, Any] = {}
+        self._logged: dict[str, float] = {}  # kind -> time.monotonic() of its last line
         self._frame_listeners: list = []
         self._images = MutuallyExclusiveCallbackGroup()
         self._timers = MutuallyExclusiveCallbackGroup()
@@ -395,8 +396,16 @@ class NodeFusion:
         return logger
 
     def _log(self, kind: str, level: str, text: str) -> None:
+        """Log one line of ``kind`` at most every :data:`LOG_THROTTLE_S` seconds. Throttled
+        here, not by rclpy: its logger finds the caller's source line on every call, throttled
+        or not (about 1 ms with the interpreter lock held, per dropped pair)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._logged.get(kind, -LOG_THROTTLE_S) < LOG_THROTTLE_S:
+                return
+            self._logged[kind] = now
         try:
-            getattr(self._logger(kind), level)(text, throttle_duration_sec=LOG_THROTTLE_S)
+            getattr(self._logger(kind), level)(text)
         except Exception:  # noqa: BLE001 - logging during shutdown
             pass
 
