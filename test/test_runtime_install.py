@@ -127,8 +127,9 @@ def test_default_pipeline_fuse_and_bag_fuse_run_without_torch(tmp_path, ivif):
 @needs_ort
 def test_what_needs_torch_says_so_in_one_line(tmp_path):
     """Without torch, each request that needs it fails with one line naming the extra to
-    install: the torch backend, the teacher, training, export, a SAM-family provider, and a
-    step count whose graph does not ship (which also names the export command)."""
+    install: the torch backend, the teacher, training, export, a SAM-family provider with no
+    exported graphs and a step count whose graph does not ship (those two also name the export
+    command that makes what they need)."""
     samples = samples_dir()
     pair = ['--ir', str(samples / 'ir'), '--vis', str(samples / 'vi'), '--out', 'o', '--quiet']
     asks = {'backend torch': ['fuse', *pair, '--backend', 'torch'],
@@ -156,6 +157,8 @@ def test_what_needs_torch_says_so_in_one_line(tmp_path):
         extra = 'sgdfuse_ros[sam]' if name == 'lite_medsam' else 'sgdfuse_ros[torch]'
         assert extra in lines[0], (name, lines[0])
     assert '--steps 5' in out['steps 5'][1] and 'sgdfuse export --onnx' in out['steps 5'][1]
+    assert 'sgdfuse export --onnx --models masks --mask-provider lite_medsam' in \
+        out['lite_medsam'][1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,6 +342,46 @@ def test_a_graph_exported_ahead_of_time_runs_without_torch(tmp_path):
     ref = build_method('sgdfuse', weights=weights, backend='torch')(
         ir, vis, (np.zeros_like(ir), np.ones_like(ir))).fused
     assert np.abs(np.load(tmp_path / 'out.npy') - ref).max() <= LSB
+
+
+@needs_torch
+def test_a_sam_family_provider_runs_from_exported_graphs_without_torch(tmp_path):
+    """`sgdfuse export --onnx --models masks` on a machine with the sam extra writes the
+    LiteMedSAM encoder and box decoder; a runtime install finds them in its engines folder and
+    makes the masks the PyTorch provider makes from the same graphs."""
+    from sgdfuse_ros.masks import build_provider, available_providers
+    from sgdfuse_ros.tools.cli import main
+
+    reason = available_providers()['lite_medsam']
+    if reason is not None:
+        pytest.skip(f'needs the sam extra: {reason}')
+    engines = tmp_path / 'engines'
+    assert main(['export', '--onnx', '--models', 'masks', '--mask-provider', 'lite_medsam',
+                 '--out', str(engines)]) == 0
+    pairs = imaging.dataset_pairs(samples_dir())[:2]
+    code = f"""
+        import numpy as np
+        from sgdfuse_ros.core import imaging
+        from sgdfuse_ros.masks import build_provider
+
+        RESULT = {{'instances': []}}
+        provider = build_provider('lite_medsam')
+        for i, (ir, vis) in enumerate({[(str(p.ir), str(p.vis)) for p in pairs]!r}):
+            thermal = imaging.ThermalGain(smoothing=0.0)(imaging.read_image(ir, gray=True))
+            res = provider(thermal, imaging.read_image(vis))
+            np.save(f'{{i}}.npy', np.stack(res.as_tuple()))
+            RESULT['instances'].append(res.instances)
+        RESULT['report'] = provider.backend_report()
+    """
+    out = run_without_torch(code, tmp_path, engines=engines)
+    assert out['heavy'] == [] and out['report']['mask_encoder'].startswith('onnxruntime')
+    reference = build_provider('lite_medsam', backend='onnxruntime', engines_dir=str(engines))
+    for i, pair in enumerate(pairs):
+        thermal = imaging.ThermalGain(smoothing=0.0)(imaging.read_image(pair.ir, gray=True))
+        ref = reference(thermal, imaging.read_image(pair.vis))
+        masks = np.load(tmp_path / f'{i}.npy')
+        assert out['instances'][i] == ref.instances and sum(ref.instances.values()) > 0
+        assert np.abs(masks - np.stack(ref.as_tuple())).max() <= 1e-4, pair.name
 
 
 # ----------------------------------------------------------------------------------------------

@@ -308,6 +308,17 @@ def register_provider(info: ProviderInfo) -> None:
     PROVIDERS[info.name] = info
 
 
+#: How a SAM-family provider is built where its packages are missing: ``factory(name, opts,
+#: reason)``, from the graphs exported ahead of time (:mod:`.sam_onnx` registers it).
+_EXPORTED_SAM: list[Callable[[str, MaskOptions, str], MaskProvider]] = []
+
+
+def register_exported_sam(factory: Callable[[str, MaskOptions, str], MaskProvider]) -> None:
+    """Set the builder of SAM-family providers from exported graphs (see
+    :func:`build_provider`)."""
+    _EXPORTED_SAM[:] = [factory]
+
+
 def provider_names() -> list[str]:
     return ['auto', *PROVIDERS]
 
@@ -328,11 +339,20 @@ def resolve_provider(name: str, opts: MaskOptions) -> str:
     if name == 'auto':
         if opts.checkpoint is None:
             return AUTO_WITHOUT_CHECKPOINT
-        from .checkpoints import detect_checkpoint
+        from sgdfuse_ros.runtime.extras import TorchRequired, torch_available
+        from .checkpoints import detect_checkpoint, official_by_size
 
         if not Path(opts.checkpoint).is_file():
             raise missing_checkpoint_error(opts.checkpoint, 'auto')
-        kind, model_type = detect_checkpoint(opts.checkpoint)
+        official = official_by_size(Path(opts.checkpoint).stat().st_size)
+        if torch_available():
+            kind, model_type = detect_checkpoint(opts.checkpoint)
+        elif official is not None:  # an official file: its kind is known without reading it
+            kind, model_type = official.provider, official.model_type
+        else:
+            raise TorchRequired(f'reading which model the mask checkpoint {opts.checkpoint} '
+                                'holds (mask provider auto)',
+                                'or name the provider (mobile_sam, sam, lite_medsam)')
         if model_type is not None and opts.model_type is None:
             opts.model_type = model_type
         return kind
@@ -357,7 +377,9 @@ def build_provider(name: str = 'auto', **options: Any) -> MaskProvider:
     from the file), else :data:`AUTO_WITHOUT_CHECKPOINT`. Options: see :class:`MaskOptions`;
     every one is checked here, once. Raises :class:`MaskConfigError` (a ``ValueError``) for a
     bad option, ``FileNotFoundError`` naming the parameter to set for a missing checkpoint, and
-    ``ImportError`` when the provider's packages are not installed.
+    ``ImportError`` when the provider's packages are not installed. A SAM-family provider whose
+    packages are missing (the runtime install has no PyTorch) runs from its encoder and decoder
+    exported ahead of time into the engines folder (:mod:`.sam_onnx`), box prompts only.
     """
     opts = MaskOptions.from_kwargs(**options)
     resolved = resolve_provider(name, opts)
@@ -367,9 +389,14 @@ def build_provider(name: str = 'auto', **options: Any) -> MaskProvider:
         LOG.warning('mask provider %r ignores the SAM-family option(s) %s', resolved,
                     ', '.join(ignored))
     reason = info.unavailable()
-    if reason is not None:
+    if reason is not None and info.sam_family and _EXPORTED_SAM:
+        # Its packages (PyTorch...) are missing: its ONNX graphs, exported ahead of time, run
+        # without them; otherwise the error names both ways to get it.
+        provider = _EXPORTED_SAM[0](resolved, opts, reason)
+    elif reason is not None:
         raise ImportError(f'mask provider {resolved!r} is not available: {reason}')
-    provider = info.factory(opts)
+    else:
+        provider = info.factory(opts)
     LOG.info('mask provider: %s', getattr(provider, 'describe', lambda: resolved)())
     return provider
 

@@ -42,7 +42,7 @@ def _accepted(cls: type[Backend], options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in params}
 
 
-def _common_options(name: str, device: str | None, threads: int | None) -> dict[str, Any]:
+def backend_options(name: str, device: str | None, threads: int | None) -> dict[str, Any]:
     """``device`` / ``threads`` in each backend's own terms."""
     dev = str(device) if device else 'cpu'
     on_cuda = dev.startswith('cuda')
@@ -83,7 +83,7 @@ def load_network(backend: str | None, *, module, spec: ExportSpec, digest: str, 
 
     def build(which: str) -> Backend:
         cls = BACKENDS[which]
-        opts = _common_options(which, device, threads)
+        opts = backend_options(which, device, threads)
         opts.update(options if which == name else _accepted(cls, options))
         if cls.source == 'module':
             require_torch(f'the {which!r} backend')
@@ -178,7 +178,7 @@ def load_graph(backend: str | None, *, pattern: str, digest: str, source: str,
 
     def build(which: str) -> Backend:
         cls = BACKENDS[which]
-        opts = _common_options(which, device, threads)
+        opts = backend_options(which, device, threads)
         opts.update(options if which == name else _accepted(cls, options))
         if cls.source == 'module':
             require_torch(f'the {which!r} backend')
