@@ -384,6 +384,28 @@ def test_a_sam_family_provider_runs_from_exported_graphs_without_torch(tmp_path)
         assert np.abs(masks - np.stack(ref.as_tuple())).max() <= 1e-4, pair.name
 
 
+def test_startup_bench_measures_this_venvs_node(tmp_path):
+    """``python -m sgdfuse_ros.tools.startup_bench`` starts this venv's ``sgdfuse_node``,
+    feeds it and reports when its first fused frame came and what it held, per venv; this
+    venv has no PyTorch in it when the test runs in the runtime venv."""
+    pytest.importorskip('rclpy', reason='needs the runtime extra (the ROS 2 wheels)')
+    from sgdfuse_ros.ros.graph import ros_env_defaults
+    from sgdfuse_ros.tools.startup_bench import main
+
+    venv = Path(sys.prefix)
+    if not (venv / 'bin' / 'sgdfuse_node').is_file():
+        pytest.skip(f'sgdfuse_node is not installed in {venv}')
+    ros_env_defaults()
+    out = tmp_path / 'startup.json'
+    assert main(['--venv', str(venv), '--runs', '1', '--steady', '2', '--size', '320x240',
+                 '--json', str(out)]) == 0
+    res = json.loads(out.read_text())
+    (run,) = res['installs'][str(venv.absolute())]['runs']
+    assert 0 < run['startup_s'] < 60 and run['fused_fps'] > 0 and run['exported'] == []
+    assert run['steady_rss_mb'] > 50 and run['steady_anon_mb'] > 0
+    assert res['installs'][str(venv.absolute())]['torch'] is torch_available()
+
+
 # ----------------------------------------------------------------------------------------------
 # The extras
 # ----------------------------------------------------------------------------------------------
