@@ -48,8 +48,8 @@ import numpy as np
 
 from .base import (MaskConfigError, MaskOptions, MaskResult, ProviderInfo, check_frames,
                    merge_instances, missing_checkpoint_error, register_provider, relevance)
-from .checkpoints import (detect_state_dict, lite_medsam_weights, load_state_dict, OFFICIAL,
-                          sha256_file)
+from sgdfuse_ros.core.hashing import sha256_file
+from .checkpoints import detect_state_dict, lite_medsam_weights, load_state_dict, OFFICIAL
 from .saliency import Regions, frame_regions
 
 LOG = logging.getLogger('sgdfuse_ros.masks')
