@@ -136,7 +136,8 @@ class MaskCarrier:
             return None
         if self._window is None or self._window.shape != ref.shape:
             self._window = cv2.createHanningWindow(ref.shape[::-1], cv2.CV_32F)
-        (dx, dy), response = cv2.phaseCorrelate(ref, cur, self._window)
+        # Copies: OpenCV applies the window to its inputs in place.
+        (dx, dy), response = cv2.phaseCorrelate(ref.copy(), cur.copy(), self._window)
         h, w = ref.shape
         if (response < self.min_response or abs(dx) > self.max_shift * w
                 or abs(dy) > self.max_shift * h):
@@ -148,7 +149,7 @@ class MaskCarrier:
         """``ref``'s masks shifted to the current frame, and the shift in frame pixels."""
         d = self._shift(ref.small, small)
         if d is None or (abs(d[0]) < 0.05 * scale and abs(d[1]) < 0.05 * scale):
-            return ref.masks, (0.0, 0.0)
+            return ref.masks.copy(), (0.0, 0.0)
         dx, dy = d[0] / scale, d[1] / scale
         h, w = ref.masks.shape[1:]
         mat = np.float32([[1, 0, dx], [0, 1, dy]])

@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--mask-provider', default='saliency', help='(default %(default)s)')
     p.add_argument('--backend', default='auto', help='network backend (default %(default)s)')
     p.add_argument('--weights', type=Path, help='refiner weights of sgdfuse (default: shipped)')
-    p.add_argument('--steps', type=int, help='refiner steps (default: the checkpoint\'s)')
+    p.add_argument('--steps', type=int, help="refiner steps (default: the checkpoint's)")
     p.add_argument('--seed', type=int, default=0, help='noise seed (default %(default)s)')
     p.add_argument('--json', type=Path, help='also write the full result (per frame) here')
     return p
