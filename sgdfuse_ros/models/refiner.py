@@ -71,6 +71,9 @@ CHECKPOINT_VERSION = 1
 OUTPUTS = ('blend', 'tanh')
 NORMS = ('none', 'group')
 ACTIVATIONS = ('lrelu', 'silu')
+MAPS = ('shuffle', 'bilinear')
+#: Largest gain of a source's finest detail level added by the ``detail`` maps.
+DETAIL_GAIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,18 @@ class RefinerConfig:
     top_blocks: int = -1
     #: Kernel of the head's output convolution (1 keeps the full-resolution-sized output cheap).
     out_kernel: int = 1
+    #: Shift-steady sampling: a [1 2 1] blur before every stride-2 convolution (blur-pool) and
+    #: bilinear instead of nearest up-sampling in the decoder, so that features do not depend
+    #: on where the image sits on the down-sampling grid.
+    antialias: bool = False
+    #: How the head's maps reach full resolution: ``shuffle`` (pixel-shuffle of ``down**2``
+    #: sub-pixel channels per map) or ``bilinear`` (one channel per map, smoothly up-sampled:
+    #: maps that move with the scene).
+    maps: str = 'shuffle'
+    #: Blend output with detail gains: two more maps ``(di, dv)`` that add
+    #: ``DETAIL_GAIN * (di HP(IR) + dv HP(VIS))``, HP = the source minus its 5x5 binomial blur
+    #: (its finest Laplacian level), computed at full resolution.
+    detail: bool = False
 
     def __post_init__(self):
         if self.channels < 1:
@@ -130,6 +145,10 @@ class RefinerConfig:
             raise ValueError('GroupNorm needs widths that are multiples of 8')
         if self.stem_kernel not in (1, 3) or self.out_kernel not in (1, 3):
             raise ValueError('stem_kernel and out_kernel must be 1 or 3')
+        if self.maps not in MAPS:
+            raise ValueError(f'maps must be one of {MAPS}, got {self.maps!r}')
+        if self.detail and not (self.output == 'blend' and self.sources):
+            raise ValueError('detail gains need the blend output with sources')
         object.__setattr__(self, 'mults', tuple(self.mults))
 
     @property
@@ -162,6 +181,8 @@ PRESETS: dict[str, RefinerConfig] = {
                             act='silu', hfah_dim=64, head_convs=2, output='tanh', time_dim=256,
                            stem_kernel=3, out_kernel=3),
     'tiny': RefinerConfig(down=2, base=8, mults=(1, 2, 2), heads=2, hfah_dim=4, time_dim=16),
+    #: ``realtime`` made shift-steady (blur-pool, bilinear maps) with detail gains.
+    'steady': RefinerConfig(top_blocks=0, antialias=True, maps='bilinear', detail=True),
 }
 
 
@@ -194,6 +215,39 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+def _binomial(taps: int) -> torch.Tensor:
+    row = torch.tensor([math.comb(taps - 1, k) for k in range(taps)], dtype=torch.float32)
+    k = torch.outer(row, row)
+    return k / k.sum()
+
+
+class BlurDown(nn.Module):
+    """Blur-pool (Zhang, ICML 2019): a fixed [1 2 1] x [1 2 1] / 16 depthwise blur (reflect
+    padding), then the stride-2 3x3 convolution. Removes the aliasing that makes a strided
+    convolution's output depend on the input's position on the stride-2 grid."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.register_buffer('blur', _binomial(3).expand(cin, 1, 3, 3).clone(), persistent=False)
+        self.conv = nn.Conv2d(cin, cout, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode='reflect'), self.blur, groups=x.shape[1])
+        return self.conv(x)
+
+
+def high_pass_kernel(channels: int) -> torch.Tensor:
+    """The depthwise 5x5 binomial kernel of :func:`high_pass` for ``channels`` channels."""
+    return _binomial(5).expand(channels, 1, 5, 5).clone()
+
+
+def high_pass(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``x`` minus its 5x5 binomial blur (replicate padding), per channel; ``kernel`` from
+    :func:`high_pass_kernel` for ``x``'s channel count (a constant shape, for ONNX)."""
+    blurred = F.conv2d(F.pad(x, (2, 2, 2, 2), mode='replicate'), kernel, groups=x.shape[1])
+    return x - blurred
 
 
 class ResBlock(nn.Module):
@@ -315,7 +369,8 @@ class RefinerNet(nn.Module):
             n = cfg.top_blocks if i == 0 and cfg.top_blocks >= 0 else cfg.res_blocks
             self.enc.append(nn.ModuleList(ResBlock(w, w, td, cfg) for _ in range(n)))
             if i + 1 < len(ws):
-                self.downs.append(nn.Conv2d(w, ws[i + 1], 3, stride=2, padding=1))
+                self.downs.append(BlurDown(w, ws[i + 1]) if cfg.antialias else
+                                  nn.Conv2d(w, ws[i + 1], 3, stride=2, padding=1))
         lo = ws[-1]
         self.mid1 = ResBlock(lo, lo, td, cfg)
         self.attn = SpatialAttention(lo, cfg.heads, cfg) if cfg.heads else None
@@ -332,15 +387,17 @@ class RefinerNet(nn.Module):
         # Decoder outputs the head aggregates, finest first (level 0 itself is ``top``).
         lower = [ws[i] for i in sorted(set(self.dec_levels) - {0})] + [lo]
         if cfg.output == 'blend':
-            n_maps = 3 * c if cfg.sources else c
+            n_maps = (5 if cfg.detail else 3) * c if cfg.sources else c
         else:
             n_maps = c
         self.n_maps = n_maps
+        n_out = n_maps * (s * s if cfg.maps == 'shuffle' else 1)
         if cfg.hfah:
-            self.head = HFAH(ws[0], lower, n_maps * s * s, cfg)
+            self.head = HFAH(ws[0], lower, n_out, cfg)
         else:
-            self.head = PlainHead(ws[0], lower, n_maps * s * s, cfg,
-                                  with_up=not cfg.top_decoder)
+            self.head = PlainHead(ws[0], lower, n_out, cfg, with_up=not cfg.top_decoder)
+        if cfg.detail:
+            self.register_buffer('hp_kernel', high_pass_kernel(2 * c), persistent=False)
         if cfg.output == 'blend':  # start as the identity on F1
             nn.init.zeros_(self.head.out.weight)
             nn.init.zeros_(self.head.out.bias)
@@ -374,8 +431,10 @@ class RefinerNet(nn.Module):
             h = self.attn(h)
         h = self.mid2(h, temb)
         outs = {len(skips) - 1: h}
+        up_mode = 'bilinear' if cfg.antialias else 'nearest'
         for i, blocks in zip(self.dec_levels, self.dec):
-            h = F.interpolate(h, size=skips[i].shape[-2:], mode='nearest')
+            h = F.interpolate(h, size=skips[i].shape[-2:], mode=up_mode,
+                              **({'align_corners': False} if cfg.antialias else {}))
             h = torch.cat([h, skips[i]], 1)
             for blk in blocks:
                 h = blk(h, temb)
@@ -384,13 +443,18 @@ class RefinerNet(nn.Module):
         lower = [outs[i] for i in sorted(outs) if i > 0]
         y = torch.tanh(self.head(top, lower))
         if s > 1:
-            y = F.pixel_shuffle(y, s)
+            y = (F.pixel_shuffle(y, s) if cfg.maps == 'shuffle' else
+                 F.interpolate(y, size=x_t.shape[-2:], mode='bilinear', align_corners=False))
         if cfg.output == 'tanh':
             return y
         if cfg.sources:
-            gi, gv, r = y[:, :c], y[:, c:2 * c], y[:, 2 * c:]
+            gi, gv, r = y[:, :c], y[:, c:2 * c], y[:, 2 * c:3 * c]
             ir, vis = cond[:, c + 2:2 * c + 2], cond[:, 2 * c + 2:]
             img = f1 + gi * (ir - f1) + gv * (vis - f1) + 0.5 * r
+            if cfg.detail:
+                hp = high_pass(torch.cat([ir, vis], 1), self.hp_kernel)
+                img = img + DETAIL_GAIN * (y[:, 3 * c:4 * c] * hp[:, :c]
+                                           + y[:, 4 * c:] * hp[:, c:])
         else:
             img = f1 + 0.5 * y
         return 2.0 * torch.clamp(img, 0.0, 1.0) - 1.0
@@ -437,6 +501,7 @@ def full_resolution_passes(model: RefinerNet) -> int:
     n = 2 + 1 + 1  # concat + unshuffle of the images, pooling of the masks, pixel shuffle
     if cfg.output == 'blend':
         n += 7 if cfg.sources else 3
+        n += 8 if cfg.detail else 0  # blur, difference, two gains and their sums
     return n
 
 

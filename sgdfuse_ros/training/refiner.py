@@ -204,7 +204,8 @@ def split_batch(stack: np.ndarray, vis: np.ndarray, c: int, dev: torch.device):
 def settings_for(cfg: RefinerTrainConfig) -> SamplerSettings:
     if cfg.mode == 'teacher' and cfg.variant == 'no_diffusion':
         return SamplerSettings(steps=1, t_start=0, start='clean')
-    return SamplerSettings(steps=cfg.sample_steps, t_start=cfg.t_start, start='f1')
+    start = cfg.start if cfg.mode == 'distill' else 'f1'
+    return SamplerSettings(steps=cfg.sample_steps, t_start=cfg.t_start, start=start)
 
 
 def refine_pair(model: RefinerNet, settings: SamplerSettings, p: RefinerPair, *,
@@ -219,19 +220,26 @@ def refine_pair(model: RefinerNet, settings: SamplerSettings, p: RefinerPair, *,
                          start=settings.start)
 
 
+#: Metric convention of the validation tables (MMIF-CDDFuse's evaluator, see core.metrics).
+CONVENTION = 'evaluator'
+
+
 def validation_rows(pairs: list[RefinerPair], refiners: dict[str, Callable[[RefinerPair],
                                                                             np.ndarray]],
-                    baselines: bool = True) -> dict[str, dict[str, float]]:
+                    baselines: bool = True, convention: str = CONVENTION
+                    ) -> dict[str, dict[str, float]]:
     """Mean metrics of each ``name -> fn(pair) -> (C, H, W)`` refiner on ``pairs``, plus
     ``stage1`` (F1 itself) and ``laplacian``."""
     from sgdfuse_ros.core.baselines import fuse_laplacian
 
-    rows = {name: mean_metrics(evaluate(lambda p, fn=fn: planar_luma(fn(p)), pairs))
-            for name, fn in refiners.items()}
+    def score(fn):
+        return mean_metrics(evaluate(fn, pairs, convention=convention))
+
+    rows = {name: score(lambda p, fn=fn: planar_luma(fn(p))) for name, fn in refiners.items()}
     if baselines:
-        rows['stage1'] = mean_metrics(evaluate(lambda p: planar_luma(p.f1), pairs))
-        rows['laplacian'] = mean_metrics(evaluate(
-            lambda p: fuse_laplacian(planar_luma(p.ir), planar_luma(p.vis)), pairs))
+        rows['stage1'] = score(lambda p: planar_luma(p.f1))
+        rows['laplacian'] = score(
+            lambda p: fuse_laplacian(planar_luma(p.ir), planar_luma(p.vis)))
     return rows
 
 
@@ -291,11 +299,29 @@ def train(cfg: RefinerTrainConfig, *, resume: bool = False, stop_at: int | None 
         torch.set_num_threads(threads)
 
 
-def _load_weights(model: RefinerNet, path: str, dev, what: str) -> dict[str, Any]:
+def _load_weights(model: RefinerNet, path: str, dev, what: str, log: LogFn = print,
+                  partial: bool = False) -> dict[str, Any]:
+    """Load ``path``'s weights into ``model``. With ``partial``, an architecture that differs
+    (another preset: blur-pool, map output, detail gains) gives every tensor of the same name
+    and shape (a strided convolution's weights go to its blur-pool convolution); the rest keep
+    their initialisation (the zero output convolution: the network starts as F1 again)."""
     ck = read_checkpoint(path, map_location=dev)
-    if config_from_checkpoint(ck) != model.config:
+    state = ck.get('ema', ck['state_dict'])
+    if config_from_checkpoint(ck) == model.config:
+        load_fp32_state_dict(model, state)
+        return ck
+    if not partial:
         raise ValueError(f'{path}: its architecture differs from the {what}')
-    load_fp32_state_dict(model, ck.get('ema', ck['state_dict']))
+    own = model.state_dict()
+    taken = {}
+    for k, v in state.items():
+        parts = k.split('.')
+        if parts[0] == 'downs' and len(parts) == 3 and f'downs.{parts[1]}.conv.{parts[2]}' in own:
+            k = f'downs.{parts[1]}.conv.{parts[2]}'
+        if k in own and own[k].shape == v.shape:
+            taken[k] = v.float()
+    model.load_state_dict(taken, strict=False)
+    log(f'refiner: {len(taken)} of {len(own)} tensors taken from {path} (other architecture)')
     return ck
 
 
@@ -346,8 +372,10 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
         if cfg.variant == 'no_hfah':
             over['hfah'] = False
         arch = preset(cfg.preset, **over)
-    if cfg.crop % arch.multiple:
-        raise ValueError(f'--crop must be a multiple of {arch.multiple}')
+    view = cfg.crop - (cfg.shift_max if cfg.shift else 0)
+    if view <= 0 or view % arch.multiple:
+        raise ValueError(f'--crop (less --shift-max with --w-shift) must be a positive multiple'
+                         f' of {arch.multiple}')
     settings = settings_for(cfg)
     if settings.start != 'clean':
         diffusion.timesteps(settings.steps, settings.t_start)  # validates steps / t_start
@@ -355,7 +383,8 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
     model = RefinerNet(arch).to(dev)
     init = cfg.init or (cfg.teacher if distill else '')
     if init:
-        _load_weights(model, init, dev, 'teacher' if distill and not cfg.init else 'preset')
+        _load_weights(model, init, dev, 'teacher' if distill and not cfg.init else 'preset',
+                      log, partial=bool(cfg.init))
         log(f'refiner: initialised from {init}')
     ema = ema_of(model, RefinerNet(arch).to(dev))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -363,9 +392,11 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
 
     train_pairs, val_pairs = pairs if pairs is not None else load_refiner_split(cfg, log)
     if distill:
-        teacher_targets(teacher, SamplerSettings(**{k: v for k, v in
-                                                    teacher_meta['sampler'].items()}),
-                        train_pairs, cfg.cache_dir, sha256_file(cfg.teacher), cfg.use_masks, log)
+        tset = SamplerSettings(**teacher_meta['sampler'])
+        if cfg.teacher_steps:
+            tset.steps = cfg.teacher_steps
+        teacher_targets(teacher, tset, train_pairs, cfg.cache_dir, sha256_file(cfg.teacher),
+                        cfg.use_masks, log)
     sampler = crop_sampler(train_pairs, cfg.crop, cfg.seed, with_target=distill)
     tag = 'distill' if distill else f'stage2 ({cfg.variant})'
     log(f'{tag}: preset {cfg.preset}: {count_params(model)} parameters, '
@@ -394,22 +425,48 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
         stack, vis = sampler.batch(step, cfg.batch)
         b = split_batch(stack, vis, arch.channels, dev)
         masks = b['masks'] if cfg.use_masks else torch.zeros_like(b['masks'])
-        cond = build_condition(b['f1'], masks, b['ir'], b['vis'], arch.sources)
+        b['masks'] = masks
         gen = _generator(cfg.seed, step, dev)
-        if distill:
-            noise = torch.randn(b['f1'].shape, generator=gen, device=dev)
-            out = diffusion.sample(model, cond, b['f1'], steps=settings.steps,
-                                   t_start=settings.t_start, start=settings.start, noise=noise)
-            terms = {}
-            loss = cfg.distill * (out - b['target']).abs().mean()
-            terms['l1'] = float(loss.detach()) / max(cfg.distill, 1e-12)
-            if cfg.fusion:
-                fl, fterms = loss_fn(out, b['ir'], b['vis'], masks)
-                loss = loss + cfg.fusion * fl
-                terms['fus'] = float(fl.detach())
+        if cfg.input_noise:
+            b['f1_in'], ir_in, vis_in = noisy_inputs(
+                [b['f1'], b['ir'], b['vis']], cfg.input_noise / 255.0, gen)
         else:
-            out, terms_t = _teacher_step(model, cfg, diffusion, cond, b['f1'], gen)
-            loss, terms = loss_fn(out, b['ir'], b['vis'], masks)
+            b['f1_in'], ir_in, vis_in = b['f1'], b['ir'], b['vis']
+        b['cond'] = build_condition(b['f1_in'], masks, ir_in, vis_in, arch.sources)
+        # The network's input is made on the whole crop, so that a second view sees the same
+        # (shifted) noise as the first.
+        if distill:
+            b['noise'] = torch.randn(b['f1'].shape, generator=gen, device=dev)
+        else:
+            b['x_t'], t = _teacher_input(model, cfg, diffusion, b['cond'], b['f1_in'], gen)
+        views = [(0, 0)]
+        if cfg.shift:
+            g = np.random.default_rng([cfg.seed, step, 7])
+            views.append(tuple(int(v) for v in g.integers(0, cfg.shift_max + 1, 2)))
+        outs, loss, terms = [], 0.0, {}
+        for dy, dx in views:
+            v = {k: x[:, :, dy:dy + view, dx:dx + view] for k, x in b.items()}
+            if distill:
+                out = diffusion.sample(model, v['cond'], v['f1_in'], steps=settings.steps,
+                                       t_start=settings.t_start, start=settings.start,
+                                       noise=v['noise'])
+                part = cfg.distill * (out - v['target']).abs().mean()
+                terms['l1'] = terms.get('l1', 0.0) + float(part.detach()) / len(views)
+                if cfg.fusion:
+                    fl, _ = loss_fn(out, v['ir'], v['vis'], v['masks'])
+                    part = part + cfg.fusion * fl
+                    terms['fus'] = terms.get('fus', 0.0) + float(fl.detach()) / len(views)
+            else:
+                out = to_image(model(v['x_t'], v['cond'], t))
+                part, tv = loss_fn(out, v['ir'], v['vis'], v['masks'])
+                for k, x in tv.items():
+                    terms[k] = terms.get(k, 0.0) + x / len(views)
+            loss = loss + part / len(views)
+            outs.append(out)
+        if cfg.shift:
+            eq = shift_disagreement(outs[0], outs[1], views[1])
+            loss = loss + cfg.shift * eq
+            terms['shift'] = float(eq.detach())
         return loss, terms
 
     step = run_steps(cfg, model, ema, opt, step=step, stop_at=stop_at,
@@ -427,15 +484,44 @@ def _role(cfg: RefinerTrainConfig) -> str:
     return 'student' if cfg.mode == 'distill' else 'teacher'
 
 
-def _teacher_step(model: RefinerNet, cfg: RefinerTrainConfig, diffusion: Diffusion,
-                  cond: torch.Tensor, f1: torch.Tensor, gen: torch.Generator):
-    """The teacher's x0-prediction on a noised batch (see the module docstring)."""
+def noisy_inputs(images: list[torch.Tensor], sigma_max: float, gen: torch.Generator
+                 ) -> list[torch.Tensor]:
+    """``images`` (``(B, C, H, W)`` each) with independent Gaussian noise on half of the
+    crops, of a standard deviation drawn per crop from ``U(0, sigma_max)``, rounded to 8 bits
+    and clipped to ``[0, 1]`` like a camera's (all crops are rounded: F1 too then sits on the
+    8-bit grid, as the sources do)."""
+    x = images[0]
+    bsz = x.shape[0]
+    sigma = torch.rand(bsz, generator=gen, device=x.device) * sigma_max
+    sigma = sigma * (torch.rand(bsz, generator=gen, device=x.device) < 0.5)
+    out = []
+    for img in images:
+        n = torch.randn(img.shape, generator=gen, device=img.device) * sigma.view(-1, 1, 1, 1)
+        out.append(torch.clamp(torch.round((img + n) * 255.0) / 255.0, 0.0, 1.0)
+                   if sigma_max > 0 else img)
+    return out
+
+
+def shift_disagreement(a: torch.Tensor, b: torch.Tensor, shift: tuple[int, int],
+                       border: int = 8) -> torch.Tensor:
+    """Mean ``|a - b|`` where ``b`` is the output of the input seen ``shift = (dy, dx)``
+    pixels further down-right: ``a[y + dy, x + dx]`` against ``b[y, x]`` over the overlap, less
+    ``border`` pixels on each side (padding sees different surroundings there)."""
+    dy, dx = shift
+    h, w = a.shape[-2:]
+    pa = a[..., dy + border:h - border, dx + border:w - border]
+    pb = b[..., border:h - dy - border, border:w - dx - border]
+    return (pa - pb).abs().mean()
+
+
+def _teacher_input(model: RefinerNet, cfg: RefinerTrainConfig, diffusion: Diffusion,
+                   cond: torch.Tensor, f1: torch.Tensor, gen: torch.Generator):
+    """The teacher's noised input ``(x_t, t)`` for a batch (see the module docstring)."""
     dev = f1.device
     bsz = f1.shape[0]
     x0 = to_model(f1)
     if cfg.variant == 'no_diffusion':
-        t = torch.zeros(bsz, dtype=torch.long, device=dev)
-        return to_image(model(x0, cond, t)), {}
+        return x0, torch.zeros(bsz, dtype=torch.long, device=dev)
     T = diffusion.T
     t = torch.randint(0, T, (bsz,), generator=gen, device=dev)
     noise = torch.randn(f1.shape, generator=gen, device=dev)
@@ -450,8 +536,7 @@ def _teacher_step(model: RefinerNet, cfg: RefinerTrainConfig, diffusion: Diffusi
                 prev = model(diffusion.q_sample(x0[idx], t1, n1), cond[idx], t1)
             x0 = x0.clone()
             x0[idx] = prev
-    x_t = diffusion.q_sample(x0, t, noise)
-    return to_image(model(x_t, cond, t)), {}
+    return diffusion.q_sample(x0, t, noise), t
 
 
 def _finish(cfg: RefinerTrainConfig, ema: RefinerNet, settings: SamplerSettings, teacher,
