@@ -141,3 +141,13 @@ def test_warm_start_from_another_architecture(tmp_path):
     torch.testing.assert_close(new.downs[0].conv.weight, old.downs[0].weight)
     torch.testing.assert_close(new.stem.weight, old.stem.weight)
     assert float(new.head.out.weight.abs().max()) == 0.0  # other shape: left at its init
+
+
+def test_blind_variant_keeps_the_masks_in_the_loss_only():
+    from sgdfuse_ros.training.refiner_config import RefinerTrainConfig
+
+    full, blind = RefinerTrainConfig(), RefinerTrainConfig(blind=True)
+    no_sam = RefinerTrainConfig(variant='no_sam')
+    assert (full.use_masks, full.loss_masks) == (True, True)
+    assert (blind.use_masks, blind.loss_masks) == (False, True)
+    assert (no_sam.use_masks, no_sam.loss_masks) == (False, False)

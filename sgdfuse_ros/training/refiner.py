@@ -396,7 +396,7 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
         if cfg.teacher_steps:
             tset.steps = cfg.teacher_steps
         teacher_targets(teacher, tset, train_pairs, cfg.cache_dir, sha256_file(cfg.teacher),
-                        cfg.use_masks, log)
+                        bool(teacher_meta.get('use_masks', cfg.use_masks)), log)
     sampler = crop_sampler(train_pairs, cfg.crop, cfg.seed, with_target=distill)
     tag = 'distill' if distill else f'stage2 ({cfg.variant})'
     log(f'{tag}: preset {cfg.preset}: {count_params(model)} parameters, '
@@ -425,7 +425,8 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
         stack, vis = sampler.batch(step, cfg.batch)
         b = split_batch(stack, vis, arch.channels, dev)
         masks = b['masks'] if cfg.use_masks else torch.zeros_like(b['masks'])
-        b['masks'] = masks
+        if not cfg.loss_masks:
+            b['masks'] = masks
         gen = _generator(cfg.seed, step, dev)
         if cfg.input_noise:
             b['f1_in'], ir_in, vis_in = noisy_inputs(
@@ -556,14 +557,15 @@ def _finish(cfg: RefinerTrainConfig, ema: RefinerNet, settings: SamplerSettings,
     if cfg.validate and val_pairs:
         name = f'{"student" if distill else "teacher"} ({settings.steps} step' \
                f'{"s" if settings.steps > 1 else ""})'
-        if cfg.variant != 'full':
-            name = f'{cfg.variant}: {name}'
+        if cfg.variant != 'full' or cfg.blind:
+            name = f'{cfg.variant}{" (blind)" if cfg.blind else ""}: {name}'
         refiners = {name: lambda p: refine_pair(ema, settings, p, use_masks=cfg.use_masks,
                                                 diffusion=diffusion)}
         if distill:
             tset = SamplerSettings(**teacher_meta['sampler'])
             refiners[f'teacher ({tset.steps} steps)'] = \
-                lambda p: refine_pair(teacher, tset, p, use_masks=cfg.use_masks,
+                lambda p: refine_pair(teacher, tset, p,
+                                      use_masks=bool(teacher_meta.get('use_masks', True)),
                                       diffusion=diffusion)
         rows = validation_rows(val_pairs, refiners)
         from sgdfuse_ros.core.metrics import format_table

@@ -65,6 +65,9 @@ class RefinerTrainConfig:
     #: loss scores against the clean sources: the refiner learns not to pass noise on as
     #: detail (0: off).
     input_noise: float = 0.0
+    #: The masks shape the loss but the network does not see them (its mask inputs are zero,
+    #: in training and at inference): the ablation of the masks as an input.
+    blind: bool = False
     #: Teacher: share of each batch whose noised image is the model's own (stop-gradient)
     #: estimate instead of F1, as the sampler feeds it (see docs/refiner.md).
     bootstrap: float = 0.5
@@ -99,8 +102,14 @@ class RefinerTrainConfig:
         return Path(self.checkpoint) if self.checkpoint else Path(str(self.out) + '.ckpt')
 
     @property
-    def use_masks(self) -> bool:
+    def loss_masks(self) -> bool:
+        """The loss sees the masks (all but the ``no_sam`` variant)."""
         return self.variant != 'no_sam'
+
+    @property
+    def use_masks(self) -> bool:
+        """The network sees the masks."""
+        return self.loss_masks and not self.blind
 
 
 def _common(p: argparse.ArgumentParser, d: RefinerTrainConfig) -> None:
@@ -125,6 +134,8 @@ def _common(p: argparse.ArgumentParser, d: RefinerTrainConfig) -> None:
                    help='weight of the shift-equivariance term (default %(default)s)')
     p.add_argument('--shift-max', type=int, default=d.shift_max,
                    help='largest shift of its second view, px (default %(default)s)')
+    p.add_argument('--blind', action='store_true',
+                   help='masks in the loss only, never as the network input (ablation)')
     p.add_argument('--input-noise', type=float, default=d.input_noise,
                    help='largest sensor-noise sigma on the inputs, grey levels (default '
                    '%(default)s)')
@@ -176,7 +187,7 @@ def config_from_args(args, mode: str) -> RefinerTrainConfig:
         cache_dir=str(args.cache_dir), mask_intensity=args.w_mask_int,
         mask_gradient=args.w_mask_grad, detail=args.w_detail, ssim_ir_in=args.ssim_ir_in,
         ssim_ir_out=args.ssim_ir_out, shift=args.w_shift, shift_max=args.shift_max,
-        input_noise=args.input_noise)
+        input_noise=args.input_noise, blind=args.blind)
     if mode == 'teacher':
         cfg.preset, cfg.variant, cfg.channels = args.preset, args.variant, args.channels
         cfg.bootstrap = args.bootstrap
