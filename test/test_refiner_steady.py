@@ -151,3 +151,18 @@ def test_blind_variant_keeps_the_masks_in_the_loss_only():
     assert (full.use_masks, full.loss_masks) == (True, True)
     assert (blind.use_masks, blind.loss_masks) == (False, True)
     assert (no_sam.use_masks, no_sam.loss_masks) == (False, False)
+
+
+def test_detail_floor_adds_the_selected_finest_level():
+    cfg = preset('tiny', maps='bilinear', detail=True, antialias=True, detail_floor=0.25)
+    net = RefinerNet(cfg).eval()  # zero output convolution: only the fixed transfer acts
+    x = _scene(64, 96)
+    f1, masks, ir, vis = x[:, :1], x[:, 1:3], x[:, 3:4], x[:, 4:5]
+    with torch.no_grad():
+        out = net(to_model(f1), build_condition(f1, masks, ir, vis), torch.tensor([3]))
+    k = high_pass_kernel(1)
+    hi, hv = high_pass(ir, k), high_pass(vis, k)
+    expect = torch.clamp(f1 + 0.25 * torch.where(hi.abs() >= hv.abs(), hi, hv), 0, 1)
+    torch.testing.assert_close(out, to_model(expect), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match='detail_floor'):
+        RefinerConfig(detail_floor=0.2)

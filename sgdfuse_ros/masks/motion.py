@@ -12,8 +12,14 @@ keeps each refresh together with a small copy of the frame it was computed on an
   ``min_response``: a cut, a flash, a scene without texture) or a shift beyond ``max_shift``
   of the frame leaves the masks where they were;
 * **blends** a fresh refresh in over ``blend_frames`` frames, ``(1 - a) old + a new`` with
-  ``a = k / blend_frames``, both carried to the current frame, instead of snapping to it. The
-  first refresh fades in from empty masks the same way, so there is no start-up jump.
+  ``a = k / blend_frames``, both carried to the current frame, instead of snapping to it.
+
+Start-up: the refiner reads its masks, so fusing the first frames with empty masks and then
+switching to real ones is a jump (a few grey levels on the shipped weights) that no short
+blend hides. A stream should therefore have its first masks before its first fused frame
+(compute them synchronously once); the first refresh is then used as it is. A stream that
+must fuse before its first masks can set ``fade_in`` so that the first refresh fades in from
+empty masks over ``blend_frames`` frames instead of snapping.
 
 Costs at 640x480 (2-core CPU): a few milliseconds per frame (the correlation of two copies of
 at most 160 x 120 pixels, and a shift of two masks; two while blending). ROS-free; the stream
@@ -59,11 +65,12 @@ class MaskCarrier:
 
     ``blend_frames``: frames over which a refresh replaces the previous masks (1: at once);
     ``min_response``: phase-correlation peak below which no motion is applied;
-    ``max_shift``: largest accepted shift, as a fraction of the frame's width / height.
+    ``max_shift``: largest accepted shift, as a fraction of the frame's width / height;
+    ``fade_in``: the first refresh fades in from empty masks (see the module docstring).
     """
 
     def __init__(self, *, blend_frames: int = 3, min_response: float = 0.05,
-                 max_shift: float = 0.25, work_side: int = WORK_SIDE):
+                 max_shift: float = 0.25, work_side: int = WORK_SIDE, fade_in: bool = False):
         if blend_frames < 1:
             raise ValueError(f'blend_frames must be >= 1, got {blend_frames}')
         if not 0.0 <= min_response < 1.0:
@@ -76,6 +83,7 @@ class MaskCarrier:
         self.min_response = float(min_response)
         self.max_shift = float(max_shift)
         self.work_side = int(work_side)
+        self.fade_in = bool(fade_in)
         self._new: _Reference | None = None
         self._old: _Reference | None = None
         self._age = 0  # frames since the newest refresh
@@ -99,12 +107,13 @@ class MaskCarrier:
         if m.shape[1:] != np.shape(frame_luma):
             raise ValueError(f'masks are {m.shape[1:]} but the frame is {np.shape(frame_luma)}')
         small, _ = _small_luma(frame_luma, self.work_side)
+        first = self._new is None
         if self._new is not None:
             # The masks shown now become the old side of the blend (a blend in progress is
             # cut short at its current state only through the newest refresh: cheap and calm).
             self._old = self._new
         self._new = _Reference(np.ascontiguousarray(m), small)
-        self._age = 0
+        self._age = 0 if (self.fade_in or not first) else self.blend_frames
 
     def masks_for(self, frame_luma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The masks for the frame whose luma is ``frame_luma``: the refreshes carried to it

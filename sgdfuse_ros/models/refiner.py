@@ -124,6 +124,14 @@ class RefinerConfig:
     #: ``DETAIL_GAIN * (di HP(IR) + dv HP(VIS))``, HP = the source minus its 5x5 binomial blur
     #: (its finest Laplacian level), computed at full resolution.
     detail: bool = False
+    #: Fixed detail transfer on top of the learned gains: ``+ detail_floor * sel(HP(IR),
+    #: HP(VIS))``, the larger-magnitude finest level of the two sources per pixel (what a
+    #: Laplacian pyramid keeps); chosen on training pairs, not learned (see docs/refiner.md).
+    detail_floor: float = 0.0
+    #: Coring of the detail floor: selected detail below this magnitude (grey levels of 255)
+    #: is sensor noise, not structure; it is shrunk away (``s - clamp(s, -c, c)``), so the
+    #: floor does not pass noise on (a static scene stays calm).
+    detail_core: float = 0.0
 
     def __post_init__(self):
         if self.channels < 1:
@@ -149,6 +157,10 @@ class RefinerConfig:
             raise ValueError(f'maps must be one of {MAPS}, got {self.maps!r}')
         if self.detail and not (self.output == 'blend' and self.sources):
             raise ValueError('detail gains need the blend output with sources')
+        if self.detail_floor and not self.detail:
+            raise ValueError('detail_floor needs detail=True')
+        if not 0.0 <= self.detail_floor <= 1.0:
+            raise ValueError(f'detail_floor must be in [0, 1], got {self.detail_floor}')
         object.__setattr__(self, 'mults', tuple(self.mults))
 
     @property
@@ -453,8 +465,14 @@ class RefinerNet(nn.Module):
             img = f1 + gi * (ir - f1) + gv * (vis - f1) + 0.5 * r
             if cfg.detail:
                 hp = high_pass(torch.cat([ir, vis], 1), self.hp_kernel)
-                img = img + DETAIL_GAIN * (y[:, 3 * c:4 * c] * hp[:, :c]
-                                           + y[:, 4 * c:] * hp[:, c:])
+                hi, hv = hp[:, :c], hp[:, c:]
+                img = img + DETAIL_GAIN * (y[:, 3 * c:4 * c] * hi + y[:, 4 * c:] * hv)
+                if cfg.detail_floor:
+                    sel = torch.where(hi.abs() >= hv.abs(), hi, hv)
+                    if cfg.detail_core:
+                        core = cfg.detail_core / 255.0
+                        sel = sel - torch.clamp(sel, -core, core)
+                    img = img + cfg.detail_floor * sel
         else:
             img = f1 + 0.5 * y
         return 2.0 * torch.clamp(img, 0.0, 1.0) - 1.0

@@ -5,6 +5,8 @@ pairs, native resolution):
 
 ``full``                  stage 1 + masks + the shipped student refiner
 ``without SAM``           stage 1 + a refiner trained and run with empty masks
+``masks not read``        stage 1 + a refiner trained with the masks in its loss but empty
+                          masks as its input (and run so): does the network use them?
 ``single stage``          stage 1 alone (F1)
 ``without diffusion``     stage 1 + masks + the same network trained as a one-pass regressor
 ``without HFAH``          stage 1 + masks + a refiner with a plain output convolution
@@ -35,10 +37,10 @@ import numpy as np
 from sgdfuse_ros.core import imaging
 
 #: (better, worse) row pairs whose headline wins the command reports.
-STEPS = (('without SAM', 'single stage'), ('full', 'without SAM'), ('full', 'single stage'),
-         ('full', 'laplacian'))
-VARIANT_FILES = {'without SAM': 'no_sam.pt', 'without diffusion': 'no_diffusion.pt',
-                 'without HFAH': 'no_hfah.pt'}
+STEPS = (('without SAM', 'single stage'), ('full', 'without SAM'),
+         ('full', 'masks not read'), ('full', 'single stage'), ('full', 'laplacian'))
+VARIANT_FILES = {'without SAM': 'no_sam.pt', 'masks not read': 'blind.pt',
+                 'without diffusion': 'no_diffusion.pt', 'without HFAH': 'no_hfah.pt'}
 PERTURBATIONS = (('masks eroded 5 px', 'erode', 5), ('masks eroded 11 px', 'erode', 11),
                  ('masks dilated 5 px', 'dilate', 5), ('masks dilated 11 px', 'dilate', 11))
 
@@ -141,8 +143,8 @@ def run_ablation(args, log=print) -> dict[str, Any]:
     mask_opts = {'checkpoint': str(args.mask_checkpoint)} if args.mask_checkpoint else {}
     provider = build_provider(args.mask_provider, **mask_opts)
 
-    order = ['full', 'without SAM', 'single stage', 'without diffusion', 'without HFAH'] + \
-        [name for name, _, _ in PERTURBATIONS] + ['teacher', 'laplacian']
+    order = ['full', 'without SAM', 'masks not read', 'single stage', 'without diffusion',
+             'without HFAH'] + [name for name, _, _ in PERTURBATIONS] + ['teacher', 'laplacian']
     scores: dict[str, list[dict[str, float]]] = {}
     items = pairs
     if not args.quiet:
