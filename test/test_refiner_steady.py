@@ -8,7 +8,8 @@ import torch
 
 from sgdfuse_ros.models.diffusion import Diffusion, Sampler, to_model
 from sgdfuse_ros.models.refiner import (DETAIL_GAIN, RefinerConfig, RefinerNet, build_condition,
-                                        high_pass, high_pass_kernel, make_checkpoint, preset)
+                                        high_pass, high_pass_kernel, make_checkpoint, preset,
+                                        separable_high_pass, separable_kernels)
 from sgdfuse_ros.training import refiner_losses as rl
 from sgdfuse_ros.training.refiner import _load_weights, noisy_inputs, shift_disagreement
 
@@ -160,8 +161,10 @@ def test_detail_floor_adds_the_selected_finest_level():
     f1, masks, ir, vis = x[:, :1], x[:, 1:3], x[:, 3:4], x[:, 4:5]
     with torch.no_grad():
         out = net(to_model(f1), build_condition(f1, masks, ir, vis), torch.tensor([3]))
-    k = high_pass_kernel(1)
-    hi, hv = high_pass(ir, k), high_pass(vis, k)
+    kv, kh = separable_kernels(1)
+    hi, hv = separable_high_pass(ir, kv, kh), separable_high_pass(vis, kv, kh)
+    # The separable blur is the 5x5 binomial one.
+    torch.testing.assert_close(hi, high_pass(ir, high_pass_kernel(1)), atol=1e-6, rtol=0)
     expect = torch.clamp(f1 + 0.25 * torch.where(hi.abs() >= hv.abs(), hi, hv), 0, 1)
     torch.testing.assert_close(out, to_model(expect), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match='detail_floor'):

@@ -262,6 +262,23 @@ def high_pass(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return x - blurred
 
 
+def separable_high_pass(x: torch.Tensor, kv: torch.Tensor, kh: torch.Tensor) -> torch.Tensor:
+    """:func:`high_pass` with the binomial blur as a 5x1 then a 1x5 pass (the same values, 10
+    taps per pixel instead of 25: cheaper at full resolution); ``kv``, ``kh`` from
+    :func:`separable_kernels`."""
+    c = x.shape[1]
+    blurred = F.conv2d(F.pad(x, (0, 0, 2, 2), mode='replicate'), kv, groups=c)
+    blurred = F.conv2d(F.pad(blurred, (2, 2, 0, 0), mode='replicate'), kh, groups=c)
+    return x - blurred
+
+
+def separable_kernels(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5-tap binomial ``[1 4 6 4 1] / 16`` as depthwise ``5x1`` and ``1x5`` kernels."""
+    row = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+    return (row.view(1, 1, 5, 1).expand(channels, 1, 5, 1).clone(),
+            row.view(1, 1, 1, 5).expand(channels, 1, 1, 5).clone())
+
+
 class ResBlock(nn.Module):
     """``skip(x) + conv(drop(act(norm(conv(act(norm(x))) + W t_emb))))``."""
 
@@ -409,7 +426,9 @@ class RefinerNet(nn.Module):
         else:
             self.head = PlainHead(ws[0], lower, n_out, cfg, with_up=not cfg.top_decoder)
         if cfg.detail:
-            self.register_buffer('hp_kernel', high_pass_kernel(2 * c), persistent=False)
+            kv, kh = separable_kernels(2 * c)
+            self.register_buffer('hp_kv', kv, persistent=False)
+            self.register_buffer('hp_kh', kh, persistent=False)
         if cfg.output == 'blend':  # start as the identity on F1
             nn.init.zeros_(self.head.out.weight)
             nn.init.zeros_(self.head.out.bias)
@@ -464,7 +483,7 @@ class RefinerNet(nn.Module):
             ir, vis = cond[:, c + 2:2 * c + 2], cond[:, 2 * c + 2:]
             img = f1 + gi * (ir - f1) + gv * (vis - f1) + 0.5 * r
             if cfg.detail:
-                hp = high_pass(torch.cat([ir, vis], 1), self.hp_kernel)
+                hp = separable_high_pass(torch.cat([ir, vis], 1), self.hp_kv, self.hp_kh)
                 hi, hv = hp[:, :c], hp[:, c:]
                 img = img + DETAIL_GAIN * (y[:, 3 * c:4 * c] * hi + y[:, 4 * c:] * hv)
                 if cfg.detail_floor:
