@@ -441,12 +441,7 @@ def test_shipped_weights():
     assert STUDENT_WEIGHTS.stat().st_size < 5_000_000
     model, meta = load_refiner(STUDENT_WEIGHTS)
     assert meta['role'] == 'student' and 1 <= meta['sampler']['steps'] <= 4
-    # The shift-steady design, started from F1 itself (nothing tied to the screen).
-    steady = PRESETS['steady']
-    cfg = model.config
-    assert (cfg.antialias, cfg.maps, cfg.detail) == (steady.antialias, steady.maps, True)
-    assert meta['sampler']['start'] == 'clean'
-    assert 0 < cfg.detail_floor <= 0.5 and cfg.detail_core > 0
+    assert model.config == PRESETS['realtime']
     assert meta['use_masks'] is True
     if TEACHER_WEIGHTS.is_file():
         _, tmeta = load_refiner(TEACHER_WEIGHTS)
