@@ -169,3 +169,30 @@ def test_detail_floor_adds_the_selected_finest_level():
     torch.testing.assert_close(out, to_model(expect), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match='detail_floor'):
         RefinerConfig(detail_floor=0.2)
+
+
+def test_steady_weights_and_sidecar():
+    import json
+
+    from sgdfuse_ros.core.hashing import sha256_file
+    from sgdfuse_ros.core.paths import WEIGHTS_DIR
+    from sgdfuse_ros.models.refiner import load_refiner
+
+    path = WEIGHTS_DIR / 'steady' / 'refiner_student.pt'
+    if not path.is_file():
+        pytest.skip('no steady weights')
+    model, meta = load_refiner(path)
+    cfg = model.config
+    assert (cfg.antialias, cfg.maps, cfg.detail) == (True, 'bilinear', True)
+    assert meta['sampler'] == {'steps': 1, 't_start': 250, 'start': 'clean', 'extra': {}}
+    assert meta['use_masks'] is True and cfg.detail_floor == 0.3 and cfg.detail_core == 3.0
+    side = json.loads(path.with_suffix('.json').read_text())
+    assert side['sha256'] == sha256_file(path)
+    rows = side['validation_metrics_shipped']['rows']
+    assert side['validation_metrics_shipped']['convention'] == 'evaluator'
+    wins = [k for k in ('EN', 'SD', 'SF', 'MI', 'SCD', 'VIF', 'Qabf', 'SSIM')
+            if rows['full'][k] > rows['laplacian'][k]]
+    assert len(wins) == 7, wins
+    for name in ('no_sam', 'blind'):
+        _, vmeta = load_refiner(path.with_name(f'{name}.pt'))
+        assert vmeta['use_masks'] is False
