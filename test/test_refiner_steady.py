@@ -188,8 +188,8 @@ def test_steady_weights_and_sidecar():
     assert meta['use_masks'] is True and cfg.detail_floor == 0.3 and cfg.detail_core == 3.0
     side = json.loads(path.with_suffix('.json').read_text())
     assert side['sha256'] == sha256_file(path)
-    rows = side['validation_metrics_shipped']['rows']
-    assert side['validation_metrics_shipped']['convention'] == 'evaluator'
+    rows = side['validation_metrics']['rows']
+    assert side['validation_metrics']['convention'] == 'evaluator'
     wins = [k for k in ('EN', 'SD', 'SF', 'MI', 'SCD', 'VIF', 'Qabf', 'SSIM')
             if rows['full'][k] > rows['laplacian'][k]]
     assert len(wins) == 7, wins
