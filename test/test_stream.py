@@ -45,6 +45,8 @@ def test_the_default_method_uses_masks():
 
 
 def _run_offline(frames, **kwargs):
+    # The plain schedule (masks reused as they are) unless a test asks for carried masks.
+    kwargs.setdefault('carry_masks', False)
     with FusionStream(_pipeline(), live=False, **kwargs) as stream:
         results = [stream.push(t, v, name=f'frame {i}') for i, (t, v) in enumerate(frames)]
         return results, stream.mask_stats()
@@ -93,7 +95,7 @@ def test_offline_schedule_rounding_latency_and_stamps(pan):
     assert [bool(r.masks[0].any()) for r in results] == [False] * 5 + [True] * 7
     # Stamps set the frame time: masks of frame 0 used on frame 5, 5 s later, are stale.
     with FusionStream(_pipeline(), live=False, camera_rate=10.0, mask_rate=2.0,
-                      mask_max_age=2.0) as stream:
+                      mask_max_age=2.0, carry_masks=False) as stream:
         for i, (t, v) in enumerate(pan[:6]):
             stream.push(t, v, stamp=100.0 + i)
         stats = stream.mask_stats()
@@ -123,7 +125,7 @@ def test_live_returns_frames_without_waiting_for_masks(pan):
     gated = _Gated(pipeline.mask_provider)
     pipeline.mask_provider = gated
     # One refresh per 20 s: the second cannot start before the end of the test.
-    with FusionStream(pipeline, live=True, mask_rate=0.05) as stream:
+    with FusionStream(pipeline, live=True, mask_rate=0.05, carry_masks=False) as stream:
         assert stream.worker is not None and stream.worker.is_alive()
         first = stream.push(*pan[0])
         deadline = time.monotonic() + 10.0
@@ -145,6 +147,34 @@ def test_live_returns_frames_without_waiting_for_masks(pan):
         stats = stream.mask_stats()
         assert stats['refreshes'] >= 1 and stats['mode'] == 'live'
         assert stats['age_s'] is not None and stats['age_s'] < stats['max_age_s']
+
+
+def test_carried_masks_exist_from_the_first_frame(pan):
+    # No empty-mask start: the first frame's masks are computed at once, in both modes.
+    provider = _pipeline().mask_provider
+    for live in (False, True):
+        with FusionStream(_pipeline(), live=live, camera_rate=10.0, mask_rate=0.5) as stream:
+            first = stream.push(*pan[0])
+            second = stream.push(*pan[1])
+        expect = provider(first.ir, pan[0][1]).as_tuple()
+        assert first.masks[0].any(), live
+        assert np.array_equal(first.masks[0], expect[0]) and np.array_equal(first.masks[1],
+                                                                            expect[1])
+        assert second.masks[0].any(), live
+
+
+def test_carried_masks_move_with_the_pan(pan):
+    # Masks of frame 0 carried to frame 3: the window moved 3 * STEP pixels to the right, so
+    # the scene (and its masks) moved left by as much; reused as they are they would not.
+    results, _ = _run_offline(pan[:4], camera_rate=10.0, mask_rate=2.5, carry_masks=True)
+    m0, m3 = results[0].masks[0], results[3].masks[0]
+    d = 3 * STEP
+    moved = np.abs(m3[:, :-d] - m0[:, d:]).mean()
+    held = np.abs(m3[:, :-d] - m0[:, :-d]).mean()
+    assert moved < 0.25 * held, (moved, held)
+    # Deterministic offline, carried masks included.
+    again, _ = _run_offline(pan[:4], camera_rate=10.0, mask_rate=2.5, carry_masks=True)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(results, again))
 
 
 def test_close_stops_the_worker_thread(pan):

@@ -27,6 +27,16 @@ Two ways to refresh the masks, one behaviour:
     masks, as the node does. Ages are frame time: the ``stamp`` difference when stamps are
     given, else frames / ``camera_rate``.
 
+Between refreshes the masks move with the scene (``carry_masks``, the default): a
+:class:`~sgdfuse_ros.masks.motion.MaskCarrier` keeps each refresh with a small copy of the frame
+it was computed on, shifts the masks by the motion estimated from that frame to the current one
+and blends a new refresh in over a few frames, so the fused video neither drags a mask behind a
+moving scene nor snaps at a refresh. The first frame (and the first after a change of frame
+size) gets its masks computed at once, in the calling thread, instead of empty masks: the
+refiner reads its masks, and switching from empty to real ones would show as a jump.
+``carry_masks=False`` gives the plain schedule above (masks reused as they are; empty until the
+first refresh).
+
 Methods that use no masks get no worker and no refreshes: :meth:`push` is the pipeline alone.
 """
 
@@ -37,12 +47,21 @@ import math
 import time
 from typing import Any
 
+import cv2
 import numpy as np
 
 from sgdfuse_ros.masks import MaskResult, MaskWorker
+from sgdfuse_ros.masks.motion import MaskCarrier
 from .pipeline import FusionPipeline, FusionResult
 
 LOG = logging.getLogger('sgdfuse_ros.fusion')
+
+
+def _motion_luma(visible: np.ndarray) -> np.ndarray:
+    """The 8-bit gray frame the mask carrier estimates motion on."""
+    if visible.ndim == 2:
+        return visible
+    return cv2.cvtColor(visible, cv2.COLOR_RGB2GRAY)
 
 
 def _positive(name: str, value: Any) -> float:
@@ -90,14 +109,20 @@ class _OfflineMasks:
         empty = np.zeros(shape, np.float32)
         return empty, empty
 
-    def refresh(self, frame: int, now: float, ir: np.ndarray, visible: np.ndarray
-                ) -> float | None:
-        """Start the refresh due on ``frame`` (after it was fused); its compute time in ms."""
+    @property
+    def source(self) -> int | None:
+        """The frame the masks handed out last were computed on (None before the first)."""
+        return None if self._current is None else self._current[0]
+
+    def refresh(self, frame: int, now: float, ir: np.ndarray, visible: np.ndarray,
+                done: MaskResult | None = None) -> float | None:
+        """Start the refresh due on ``frame`` (after it was fused); its compute time in ms.
+        ``done``: masks of this very pair computed already (the stream's first frame)."""
         if frame % self.interval:
             return None
         t0 = time.perf_counter()
         try:
-            result = self.provider(ir, visible)
+            result = done if done is not None else self.provider(ir, visible)
         except Exception as exc:  # noqa: BLE001 - as the worker: a bad pair must not end it
             self.errors += 1
             self.last_error = f'{type(exc).__name__}: {exc}'
@@ -130,12 +155,15 @@ class FusionStream:
     seconds are stale (reported by :meth:`mask_stats`); None: three refresh periods, at least
     1 s. ``camera_rate``: frames per second of the input, needed offline (``live=False``) to
     place the refreshes. ``mask_latency`` (offline only): frames from a refresh's start to the
-    first frame that uses it; None: one refresh period. Not thread-safe: push from one thread.
+    first frame that uses it; None: one refresh period. ``carry_masks``: move the masks with the
+    scene between refreshes and compute the first ones at once (module docstring). Not
+    thread-safe: push from one thread.
     """
 
     def __init__(self, pipeline: FusionPipeline, *, mask_rate: float = 2.0,
                  mask_max_age: float | None = 2.0, camera_rate: float | None = None,
-                 live: bool = True, mask_latency: int | None = None):
+                 live: bool = True, mask_latency: int | None = None,
+                 carry_masks: bool = True):
         if not isinstance(pipeline, FusionPipeline):
             raise TypeError(f'pipeline must be a FusionPipeline, got {type(pipeline).__name__}')
         self.pipeline = pipeline
@@ -162,6 +190,10 @@ class FusionStream:
         self._worker: MaskWorker | None = None
         self._offline: _OfflineMasks | None = None
         self._last_snapshot = None
+        self._carrier = MaskCarrier() if carry_masks and pipeline.method.uses_masks else None
+        self._carried_shape: tuple[int, int] | None = None  # frame size the carrier holds
+        self._carried_source: int | None = None  # source frame of the carrier's newest refresh
+        self._sources: dict[int, np.ndarray] = {}  # source frame -> its luma, until used
         if not pipeline.method.uses_masks:
             return
         provider = pipeline.mask_provider
@@ -206,19 +238,64 @@ class FusionStream:
             raise ValueError(f'{name}: stamp must be a finite number of seconds, got {stamp!r}')
         shape = visible.shape[:2]
         masks = None
-        if self._worker is not None:
+        luma = None
+        start = False  # masks of this pair computed now, by the pipeline (carrier only)
+        if self._carrier is not None:
+            luma = _motion_luma(visible)
+            start = self._carried_shape != shape
+            if not start:
+                masks = self._carried_masks(shape, luma, stamp)
+        elif self._worker is not None:
             masks = self._live_masks(shape)
         elif self._offline is not None:
             masks = self._offline.latest(self.frames, self._frame_time(stamp), shape)
         result = self.pipeline.fuse(thermal, visible, masks=masks, name=name)
+        if start and result.masks is not None:
+            self._carrier.reset()
+            self._carrier.update(result.masks, luma)
+            self._carried_shape, self._carried_source = shape, None
+            self._sources.clear()
         if self._worker is not None:
             self._worker.submit(result.ir, visible)
+            if luma is not None:  # the worker numbers submitted pairs from 1
+                self._sources[self._worker.submitted] = luma
+                for old in [k for k in self._sources if k < self._worker.submitted - 8]:
+                    del self._sources[old]
         elif self._offline is not None:
-            ms = self._offline.refresh(self.frames, self._frame_time(stamp), result.ir, visible)
+            done = MaskResult(*result.masks) if start and result.masks is not None else None
+            ms = self._offline.refresh(self.frames, self._frame_time(stamp), result.ir, visible,
+                                       done=done)
             if ms is not None:
-                result.timings['masks'] = ms
+                result.timings.setdefault('masks', ms)
+                if luma is not None:
+                    self._sources[self.frames] = luma
         self.frames += 1
         return result
+
+    def _carried_masks(self, shape: tuple[int, int], luma: np.ndarray,
+                       stamp: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """Hand the carrier any refresh that arrived, then the masks carried to this frame."""
+        if self._worker is not None:
+            snap = self._worker.latest()
+            self._last_snapshot = snap or self._last_snapshot
+            fresh = None
+            if snap is not None and snap.frame != self._carried_source:
+                ir, vis = snap.as_tuple()
+                if ir.shape[:2] == shape and snap.frame in self._sources:
+                    fresh = (snap.frame, (ir, vis))
+        else:
+            ir, vis = self._offline.latest(self.frames, self._frame_time(stamp), shape)
+            src = self._offline.source
+            fresh = None
+            if src is not None and src != self._carried_source and src in self._sources:
+                fresh = (src, (ir, vis))
+        if fresh is not None:
+            src, pair = fresh
+            self._carrier.update(pair, self._sources.pop(src))
+            self._carried_source = src
+            for old in [k for k in self._sources if k < src]:
+                del self._sources[old]
+        return self._carrier.masks_for(luma)
 
     def _frame_time(self, stamp: float | None) -> float:
         """Offline frame time in seconds: the stamp, or the frame index over the camera rate."""

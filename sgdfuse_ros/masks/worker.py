@@ -179,6 +179,11 @@ class MaskWorker:
         return MaskSnapshot(result, stamp, computed, frame, age, stale)
 
     @property
+    def submitted(self) -> int:
+        """How many pairs were offered so far (the sequence number of the newest)."""
+        return self._submitted
+
+    @property
     def busy(self) -> bool:
         """True while the provider is computing masks."""
         return self._busy

@@ -65,12 +65,16 @@ import torch.nn.functional as F
 
 from .checkpoint import (config_from_dict, load_fp32_state_dict, read_tagged_checkpoint,
                          tagged_checkpoint)
+from .filters import BlurDown, separable_high_pass, separable_kernels
 
 CHECKPOINT_FORMAT = 'sgdfuse-refiner'
 CHECKPOINT_VERSION = 1
 OUTPUTS = ('blend', 'tanh')
 NORMS = ('none', 'group')
 ACTIVATIONS = ('lrelu', 'silu')
+MAPS = ('shuffle', 'bilinear')
+#: Largest gain of a source's finest detail level added by the ``detail`` maps.
+DETAIL_GAIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,26 @@ class RefinerConfig:
     top_blocks: int = -1
     #: Kernel of the head's output convolution (1 keeps the full-resolution-sized output cheap).
     out_kernel: int = 1
+    #: Shift-steady sampling: a [1 2 1] blur before every stride-2 convolution (blur-pool) and
+    #: bilinear instead of nearest up-sampling in the decoder, so that features do not depend
+    #: on where the image sits on the down-sampling grid.
+    antialias: bool = False
+    #: How the head's maps reach full resolution: ``shuffle`` (pixel-shuffle of ``down**2``
+    #: sub-pixel channels per map) or ``bilinear`` (one channel per map, smoothly up-sampled:
+    #: maps that move with the scene).
+    maps: str = 'shuffle'
+    #: Blend output with detail gains: two more maps ``(di, dv)`` that add
+    #: ``DETAIL_GAIN * (di HP(IR) + dv HP(VIS))``, HP = the source minus its 5x5 binomial blur
+    #: (its finest Laplacian level), computed at full resolution.
+    detail: bool = False
+    #: Fixed detail transfer on top of the learned gains: ``+ detail_floor * sel(HP(IR),
+    #: HP(VIS))``, the larger-magnitude finest level of the two sources per pixel (what a
+    #: Laplacian pyramid keeps); chosen on training pairs, not learned (see docs/refiner.md).
+    detail_floor: float = 0.0
+    #: Coring of the detail floor: selected detail below this magnitude (grey levels of 255)
+    #: is sensor noise, not structure; it is shrunk away (``s - clamp(s, -c, c)``), so the
+    #: floor does not pass noise on (a static scene stays calm).
+    detail_core: float = 0.0
 
     def __post_init__(self):
         if self.channels < 1:
@@ -130,6 +154,14 @@ class RefinerConfig:
             raise ValueError('GroupNorm needs widths that are multiples of 8')
         if self.stem_kernel not in (1, 3) or self.out_kernel not in (1, 3):
             raise ValueError('stem_kernel and out_kernel must be 1 or 3')
+        if self.maps not in MAPS:
+            raise ValueError(f'maps must be one of {MAPS}, got {self.maps!r}')
+        if self.detail and not (self.output == 'blend' and self.sources):
+            raise ValueError('detail gains need the blend output with sources')
+        if self.detail_floor and not self.detail:
+            raise ValueError('detail_floor needs detail=True')
+        if not 0.0 <= self.detail_floor <= 1.0:
+            raise ValueError(f'detail_floor must be in [0, 1], got {self.detail_floor}')
         object.__setattr__(self, 'mults', tuple(self.mults))
 
     @property
@@ -162,6 +194,8 @@ PRESETS: dict[str, RefinerConfig] = {
                             act='silu', hfah_dim=64, head_convs=2, output='tanh', time_dim=256,
                            stem_kernel=3, out_kernel=3),
     'tiny': RefinerConfig(down=2, base=8, mults=(1, 2, 2), heads=2, hfah_dim=4, time_dim=16),
+    #: ``realtime`` made shift-steady (blur-pool, bilinear maps) with detail gains.
+    'steady': RefinerConfig(top_blocks=0, antialias=True, maps='bilinear', detail=True),
 }
 
 
@@ -315,7 +349,8 @@ class RefinerNet(nn.Module):
             n = cfg.top_blocks if i == 0 and cfg.top_blocks >= 0 else cfg.res_blocks
             self.enc.append(nn.ModuleList(ResBlock(w, w, td, cfg) for _ in range(n)))
             if i + 1 < len(ws):
-                self.downs.append(nn.Conv2d(w, ws[i + 1], 3, stride=2, padding=1))
+                self.downs.append(BlurDown(w, ws[i + 1]) if cfg.antialias else
+                                  nn.Conv2d(w, ws[i + 1], 3, stride=2, padding=1))
         lo = ws[-1]
         self.mid1 = ResBlock(lo, lo, td, cfg)
         self.attn = SpatialAttention(lo, cfg.heads, cfg) if cfg.heads else None
@@ -332,15 +367,19 @@ class RefinerNet(nn.Module):
         # Decoder outputs the head aggregates, finest first (level 0 itself is ``top``).
         lower = [ws[i] for i in sorted(set(self.dec_levels) - {0})] + [lo]
         if cfg.output == 'blend':
-            n_maps = 3 * c if cfg.sources else c
+            n_maps = (5 if cfg.detail else 3) * c if cfg.sources else c
         else:
             n_maps = c
         self.n_maps = n_maps
+        n_out = n_maps * (s * s if cfg.maps == 'shuffle' else 1)
         if cfg.hfah:
-            self.head = HFAH(ws[0], lower, n_maps * s * s, cfg)
+            self.head = HFAH(ws[0], lower, n_out, cfg)
         else:
-            self.head = PlainHead(ws[0], lower, n_maps * s * s, cfg,
-                                  with_up=not cfg.top_decoder)
+            self.head = PlainHead(ws[0], lower, n_out, cfg, with_up=not cfg.top_decoder)
+        if cfg.detail:
+            kv, kh = separable_kernels(2 * c)
+            self.register_buffer('hp_kv', kv, persistent=False)
+            self.register_buffer('hp_kh', kh, persistent=False)
         if cfg.output == 'blend':  # start as the identity on F1
             nn.init.zeros_(self.head.out.weight)
             nn.init.zeros_(self.head.out.bias)
@@ -374,8 +413,10 @@ class RefinerNet(nn.Module):
             h = self.attn(h)
         h = self.mid2(h, temb)
         outs = {len(skips) - 1: h}
+        up_mode = 'bilinear' if cfg.antialias else 'nearest'
         for i, blocks in zip(self.dec_levels, self.dec):
-            h = F.interpolate(h, size=skips[i].shape[-2:], mode='nearest')
+            h = F.interpolate(h, size=skips[i].shape[-2:], mode=up_mode,
+                              **({'align_corners': False} if cfg.antialias else {}))
             h = torch.cat([h, skips[i]], 1)
             for blk in blocks:
                 h = blk(h, temb)
@@ -384,13 +425,24 @@ class RefinerNet(nn.Module):
         lower = [outs[i] for i in sorted(outs) if i > 0]
         y = torch.tanh(self.head(top, lower))
         if s > 1:
-            y = F.pixel_shuffle(y, s)
+            y = (F.pixel_shuffle(y, s) if cfg.maps == 'shuffle' else
+                 F.interpolate(y, size=x_t.shape[-2:], mode='bilinear', align_corners=False))
         if cfg.output == 'tanh':
             return y
         if cfg.sources:
-            gi, gv, r = y[:, :c], y[:, c:2 * c], y[:, 2 * c:]
+            gi, gv, r = y[:, :c], y[:, c:2 * c], y[:, 2 * c:3 * c]
             ir, vis = cond[:, c + 2:2 * c + 2], cond[:, 2 * c + 2:]
             img = f1 + gi * (ir - f1) + gv * (vis - f1) + 0.5 * r
+            if cfg.detail:
+                hp = separable_high_pass(torch.cat([ir, vis], 1), self.hp_kv, self.hp_kh)
+                hi, hv = hp[:, :c], hp[:, c:]
+                img = img + DETAIL_GAIN * (y[:, 3 * c:4 * c] * hi + y[:, 4 * c:] * hv)
+                if cfg.detail_floor:
+                    sel = torch.where(hi.abs() >= hv.abs(), hi, hv)
+                    if cfg.detail_core:
+                        core = cfg.detail_core / 255.0
+                        sel = sel - torch.clamp(sel, -core, core)
+                    img = img + cfg.detail_floor * sel
         else:
             img = f1 + 0.5 * y
         return 2.0 * torch.clamp(img, 0.0, 1.0) - 1.0
@@ -437,6 +489,7 @@ def full_resolution_passes(model: RefinerNet) -> int:
     n = 2 + 1 + 1  # concat + unshuffle of the images, pooling of the masks, pixel shuffle
     if cfg.output == 'blend':
         n += 7 if cfg.sources else 3
+        n += 8 if cfg.detail else 0  # blur, difference, two gains and their sums
     return n
 
 

@@ -5,11 +5,18 @@ pairs, native resolution):
 
 ``full``                  stage 1 + masks + the shipped student refiner
 ``without SAM``           stage 1 + a refiner trained and run with empty masks
+``masks not read``        stage 1 + a refiner trained with the masks in its loss but empty
+                          masks as its input (and run so): does the network use them?
 ``single stage``          stage 1 alone (F1)
 ``without diffusion``     stage 1 + masks + the same network trained as a one-pass regressor
 ``without HFAH``          stage 1 + masks + a refiner with a plain output convolution
 ``masks eroded/dilated``  the full method with its masks eroded or dilated (grey-level
                           morphology, elliptical 5 and 11 pixel kernels) at inference only
+``laplacian``             the classical Laplacian pyramid, for reference
+
+Below the table, how many of the eight headline metrics each part improves: stage 1 ->
++ refiner (``without SAM`` over ``single stage``) -> + masks (``full`` over ``without SAM``),
+and ``full`` over ``laplacian``.
 
 The variants' weights come from ``--ablation-dir`` (default: the package's
 ``weights/ablation/``: ``no_sam.pt``, ``no_diffusion.pt``, ``no_hfah.pt``); a missing file drops
@@ -29,8 +36,11 @@ import numpy as np
 
 from sgdfuse_ros.core import imaging
 
-VARIANT_FILES = {'without SAM': 'no_sam.pt', 'without diffusion': 'no_diffusion.pt',
-                 'without HFAH': 'no_hfah.pt'}
+#: (better, worse) row pairs whose headline wins the command reports.
+STEPS = (('without SAM', 'single stage'), ('full', 'without SAM'),
+         ('full', 'masks not read'), ('full', 'single stage'), ('full', 'laplacian'))
+VARIANT_FILES = {'without SAM': 'no_sam.pt', 'masks not read': 'blind.pt',
+                 'without diffusion': 'no_diffusion.pt', 'without HFAH': 'no_hfah.pt'}
 PERTURBATIONS = (('masks eroded 5 px', 'erode', 5), ('masks eroded 11 px', 'erode', 11),
                  ('masks dilated 5 px', 'dilate', 5), ('masks dilated 11 px', 'dilate', 11))
 
@@ -58,8 +68,11 @@ def add_arguments(p) -> None:
     p.add_argument('--stage1', type=Path, help='stage-1 weights (default: shipped)')
     p.add_argument('--ablation-dir', type=Path,
                    help="variants' weights folder (default: the package's weights/ablation)")
-    p.add_argument('--mask-provider', default='lite_medsam',
-                   help='mask provider (default %(default)s)')
+    p.add_argument('--mask-provider', default='saliency',
+                   help='mask provider (default %(default)s: the refiner is trained with it and '
+                   'the node runs it)')
+    p.add_argument('--convention', default='evaluator', choices=('evaluator', 'standard'),
+                   help="metric convention (default %(default)s: MMIF-CDDFuse's evaluator)")
     p.add_argument('--mask-checkpoint', type=Path, help='SAM/MobileSAM checkpoint file')
     p.add_argument('--steps', type=int, help="refiner steps (default: each checkpoint's own)")
     p.add_argument('--teacher', type=Path, help='also score this teacher checkpoint')
@@ -103,8 +116,9 @@ def run_ablation(args, log=print) -> dict[str, Any]:
     """Compute every row; returns ``{'rows': {name: means}, 'pairs': [...], 'notes': [...]}``."""
     import torch
 
-    from sgdfuse_ros.masks import build_provider
+    from sgdfuse_ros.core.baselines import fuse_laplacian
     from sgdfuse_ros.core.metrics import HEADLINE, compute_metrics
+    from sgdfuse_ros.masks import build_provider
     from sgdfuse_ros.fusion.sgdfuse import RefinerRunner
     from sgdfuse_ros.fusion.stage1 import Stage1Method
     from sgdfuse_ros.models.weights import ABLATION_DIR, STUDENT_WEIGHTS
@@ -130,8 +144,8 @@ def run_ablation(args, log=print) -> dict[str, Any]:
     mask_opts = {'checkpoint': str(args.mask_checkpoint)} if args.mask_checkpoint else {}
     provider = build_provider(args.mask_provider, **mask_opts)
 
-    order = ['full', 'without SAM', 'single stage', 'without diffusion', 'without HFAH'] + \
-        [name for name, _, _ in PERTURBATIONS] + ['teacher']
+    order = ['full', 'without SAM', 'masks not read', 'single stage', 'without diffusion',
+             'without HFAH'] + [name for name, _, _ in PERTURBATIONS] + ['teacher', 'laplacian']
     scores: dict[str, list[dict[str, float]]] = {}
     items = pairs
     if not args.quiet:
@@ -145,10 +159,12 @@ def run_ablation(args, log=print) -> dict[str, Any]:
         ir8, vis8 = imaging.to_uint8(ir), imaging.to_uint8(vis)
 
         def score(name: str, fused: np.ndarray) -> None:
-            m = compute_metrics(imaging.to_uint8(fused), ir8, vis8)
+            m = compute_metrics(imaging.to_uint8(fused), ir8, vis8,
+                                convention=args.convention)
             scores.setdefault(name, []).append(m)
 
         score('single stage', f1)
+        score('laplacian', fuse_laplacian(ir, vis))
         with torch.inference_mode():
             for name, (runner, _) in refiners.items():
                 score(name, runner.refine(f1, ir, vis, masks, steps=args.steps))
@@ -160,11 +176,14 @@ def run_ablation(args, log=print) -> dict[str, Any]:
         if name in scores:
             rows[name] = {k: float(np.mean([s[k] for s in scores[name]]))
                           for k in scores[name][0]}
-    return {'rows': rows, 'headline': list(HEADLINE), 'pairs': [p.name for p in pairs],
+    wins = {f'{a} > {b}': [k for k in HEADLINE if rows[a][k] > rows[b][k]]
+            for a, b in STEPS if a in rows and b in rows}
+    return {'rows': rows, 'headline': list(HEADLINE), 'wins': wins,
+            'pairs': [p.name for p in pairs],
             'notes': notes, 'seconds': round(time.perf_counter() - t0, 1),
             'weights': {'full': str(full_path), 'ablation_dir': str(adir),
                         'steps': args.steps or full.steps},
-            'mask_provider': args.mask_provider}
+            'mask_provider': args.mask_provider, 'convention': args.convention}
 
 
 def run_ablate_command(args) -> int:
@@ -180,8 +199,11 @@ def run_ablate_command(args) -> int:
         print(json.dumps(result))
         return 0
     print(f'Ablation on {len(result["pairs"])} pairs (means; higher is better), masks: '
-          f'{result["mask_provider"]}, refiner steps: {result["weights"]["steps"]}')
+          f'{result["mask_provider"]}, refiner steps: {result["weights"]["steps"]}, metrics: '
+          f'{result["convention"]} convention')
     print(format_table(result['rows']))
+    for step, won in result['wins'].items():
+        print(f'{step}: {len(won)} of 8 ({", ".join(won)})')
     for note in result['notes']:
         print(f'note: {note}')
     return 0

@@ -23,6 +23,14 @@ The teacher's 60-step sample is computed once per training pair at native resolu
 through its own K-step sampler (unrolled, differentiable, random start noise) on crops to
 match the teacher's sample (L1) plus a small weight of the refiner loss on its output.
 
+Shift-steady training (the ``steady`` weights, docs/refiner.md): with ``--w-shift`` each crop
+gives two views offset by a random shift, both scored, their outputs held to agree where they
+overlap (:func:`shift_disagreement`; the teacher's noise is drawn on the whole crop, so both
+views see it shifted); ``--input-noise`` adds sensor noise to the network's inputs of half the
+crops (:func:`noisy_inputs`) while the loss sees the clean sources; ``--start clean`` makes a
+student that starts from F1 itself; ``--blind`` keeps the masks in the loss but not in the
+network's input (an ablation). The data and caches live in :mod:`.refiner_data`.
+
 Ablation variants (``--variant``): ``no_sam`` zeroes the masks in training and inference (the
 mask-guided terms vanish); ``no_diffusion`` trains the same network as a one-pass regressor
 (input ``x_t`` = clean F1, ``t = 0``, sampled with one step from ``clean``); ``no_hfah`` replaces
@@ -32,7 +40,7 @@ the HFAH by a plain output convolution.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 import json
 import os
 from pathlib import Path
@@ -53,149 +61,15 @@ from sgdfuse_ros.models.diffusion import Diffusion, to_image, to_model
 from sgdfuse_ros.models.refiner import (PRESETS, RefinerNet, SamplerSettings, build_condition,
                                         config_from_checkpoint, count_params, gflops_per_step,
                                         make_checkpoint, preset, read_checkpoint)
-from sgdfuse_ros.models.run import fuse_arrays, refine_arrays
-from sgdfuse_ros.models.weights import STAGE1_WEIGHTS
+from sgdfuse_ros.models.run import refine_arrays
 from .common import ema_of, pick_device, resume_training, run_steps, save_atomic
-from .data import CropSampler, Pair, expand_data_dirs, load_pair, split_pairs
 from .refiner_config import (RefinerTrainConfig, add_distill_arguments, add_stage2_arguments,
                              config_from_args)
+from .refiner_data import (LogFn, PairCache, RefinerPair,  # noqa: F401  (re-exported)
+                           _save_npy_atomic, crop_sampler, load_refiner_split,
+                           split_batch, stage1_weights_path)
 from .refiner_losses import RefinerLoss
 from .stage1 import count_wins, evaluate
-
-LogFn = Callable[[str], None]
-
-
-# ----------------------------------------------------------------------------------------------
-# Data: pairs with their cached F1 and masks
-# ----------------------------------------------------------------------------------------------
-
-@dataclass
-class RefinerPair:
-    """One pair with its F1, masks and (distillation) teacher sample: ``(C, H, W)`` float32
-    (masks ``(2, H, W)``)."""
-
-    set: str
-    name: str
-    ir: np.ndarray
-    vis: np.ndarray
-    f1: np.ndarray
-    masks: np.ndarray
-    paths: imaging.PairPaths | None = None
-    target: np.ndarray | None = None
-
-
-def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp.npy')
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-
-
-def stage1_weights_path(cfg: RefinerTrainConfig) -> Path:
-    if cfg.stage1:
-        return Path(cfg.stage1)
-    return STAGE1_WEIGHTS
-
-
-class PairCache:
-    """F1 and masks of pairs, computed on first use and cached on disk (see the module
-    docstring). Models and providers are built lazily, only when something is missing."""
-
-    def __init__(self, cache_dir: str | os.PathLike, stage1: str | os.PathLike,
-                 provider: str, channels: int = 1, log: LogFn = print):
-        self.root = Path(cache_dir)
-        self.stage1_path = Path(stage1)
-        if not self.stage1_path.is_file():
-            raise FileNotFoundError(f'{self.stage1_path}: no stage-1 weights (train stage 1 '
-                                    'first or pass --stage1)')
-        self.stage1_sha = sha256_file(self.stage1_path)
-        self.provider_name = provider
-        self.channels = channels
-        self.log = log
-        self._stage1 = None
-        self._provider = None
-
-    def f1_path(self, p: Pair) -> Path:
-        return self.root / 'f1' / self.stage1_sha[:12] / p.set / f'{p.name}.npy'
-
-    def mask_path(self, p: Pair) -> Path:
-        return self.root / 'masks' / self.provider_name / p.set / f'{p.name}.npz'
-
-    def f1(self, p: Pair) -> np.ndarray:
-        path = self.f1_path(p)
-        if path.is_file():
-            return np.load(path).astype(np.float32)
-        if self._stage1 is None:
-            from sgdfuse_ros.models.stage1 import load_stage1
-            self._stage1, _ = load_stage1(self.stage1_path, map_location='cpu')
-        with torch.inference_mode():
-            f1 = fuse_arrays(self._stage1, p.ir, p.vis).astype(np.float32)
-        _save_npy_atomic(path, f1.astype(np.float16))
-        return f1.astype(np.float16).astype(np.float32)
-
-    def masks(self, p: Pair, paths: imaging.PairPaths) -> np.ndarray:
-        path = self.mask_path(p)
-        if path.is_file():
-            with np.load(path) as z:
-                return np.stack([z['ir'], z['vis']]).astype(np.float32) / 255.0
-        if self._provider is None:
-            from sgdfuse_ros.masks import build_provider
-            self._provider = build_provider(self.provider_name)
-        vis_img = imaging.read_image(paths.vis)
-        if vis_img.dtype != np.uint8:
-            vis_img = imaging.to_uint8(imaging.to_float(vis_img))
-        ir = p.ir[0] if p.ir.shape[0] == 1 else p.ir.mean(0)
-        res = self._provider(ir, vis_img)
-        m8 = [imaging.to_uint8(res.ir), imaging.to_uint8(res.vis)]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + '.tmp.npz')
-        np.savez_compressed(tmp, ir=m8[0], vis=m8[1])
-        os.replace(tmp, path)
-        return np.stack(m8).astype(np.float32) / 255.0
-
-
-def load_refiner_split(cfg: RefinerTrainConfig, log: LogFn = print
-                       ) -> tuple[list[RefinerPair], list[RefinerPair]]:
-    """Training and validation pairs with F1 and masks (computed and cached on first use)."""
-    cache = PairCache(cfg.cache_dir, stage1_weights_path(cfg), cfg.mask_provider, cfg.channels,
-                      log)
-    train: list[RefinerPair] = []
-    val: list[RefinerPair] = []
-    t0 = time.perf_counter()
-    for folder in expand_data_dirs(cfg.data):
-        tr, va = split_pairs(folder)
-        for group, out in ((tr, train), (va, val)):
-            for paths in group:
-                p = load_pair(paths, folder.name, cfg.channels)
-                out.append(RefinerPair(p.set, p.name, p.ir, p.vis, cache.f1(p),
-                                       cache.masks(p, paths), paths))
-    names = {(p.set, p.name) for p in train}
-    leaked = [f'{p.set}/{p.name}' for p in val if (p.set, p.name) in names]
-    if leaked:  # cannot happen with split_pairs; a guard against future edits
-        raise RuntimeError(f'validation pairs in the training set: {leaked}')
-    log(f'refiner: {len(train)} training and {len(val)} validation pairs with F1 (stage 1 '
-        f'{cache.stage1_sha[:12]}) and {cfg.mask_provider} masks ({time.perf_counter() - t0:.0f}'
-        f' s, cache {cfg.cache_dir})')
-    return train, val
-
-
-def crop_sampler(pairs: list[RefinerPair], crop: int, seed: int,
-                 with_target: bool = False) -> CropSampler:
-    """A :class:`.data.CropSampler` over ``[IR, F1, masks (, target)]`` + VIS stacks."""
-    stacked = []
-    for p in pairs:
-        parts = [p.ir, p.f1, p.masks] + ([p.target] if with_target else [])
-        stacked.append(Pair(p.set, p.name, np.ascontiguousarray(np.concatenate(parts)), p.vis))
-    return CropSampler(stacked, crop, seed)
-
-
-def split_batch(stack: np.ndarray, vis: np.ndarray, c: int, dev: torch.device):
-    t = torch.from_numpy(stack).to(dev)
-    out = {'ir': t[:, :c], 'f1': t[:, c:2 * c], 'masks': t[:, 2 * c:2 * c + 2],
-           'vis': torch.from_numpy(vis).to(dev)}
-    if t.shape[1] > 2 * c + 2:
-        out['target'] = t[:, 2 * c + 2:]
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,7 +79,8 @@ def split_batch(stack: np.ndarray, vis: np.ndarray, c: int, dev: torch.device):
 def settings_for(cfg: RefinerTrainConfig) -> SamplerSettings:
     if cfg.mode == 'teacher' and cfg.variant == 'no_diffusion':
         return SamplerSettings(steps=1, t_start=0, start='clean')
-    return SamplerSettings(steps=cfg.sample_steps, t_start=cfg.t_start, start='f1')
+    start = cfg.start if cfg.mode == 'distill' else 'f1'
+    return SamplerSettings(steps=cfg.sample_steps, t_start=cfg.t_start, start=start)
 
 
 def refine_pair(model: RefinerNet, settings: SamplerSettings, p: RefinerPair, *,
@@ -220,19 +95,26 @@ def refine_pair(model: RefinerNet, settings: SamplerSettings, p: RefinerPair, *,
                          start=settings.start)
 
 
+#: Metric convention of the validation tables (MMIF-CDDFuse's evaluator, see core.metrics).
+CONVENTION = 'evaluator'
+
+
 def validation_rows(pairs: list[RefinerPair], refiners: dict[str, Callable[[RefinerPair],
                                                                             np.ndarray]],
-                    baselines: bool = True) -> dict[str, dict[str, float]]:
+                    baselines: bool = True, convention: str = CONVENTION
+                    ) -> dict[str, dict[str, float]]:
     """Mean metrics of each ``name -> fn(pair) -> (C, H, W)`` refiner on ``pairs``, plus
     ``stage1`` (F1 itself) and ``laplacian``."""
     from sgdfuse_ros.core.baselines import fuse_laplacian
 
-    rows = {name: mean_metrics(evaluate(lambda p, fn=fn: planar_luma(fn(p)), pairs))
-            for name, fn in refiners.items()}
+    def score(fn):
+        return mean_metrics(evaluate(fn, pairs, convention=convention))
+
+    rows = {name: score(lambda p, fn=fn: planar_luma(fn(p))) for name, fn in refiners.items()}
     if baselines:
-        rows['stage1'] = mean_metrics(evaluate(lambda p: planar_luma(p.f1), pairs))
-        rows['laplacian'] = mean_metrics(evaluate(
-            lambda p: fuse_laplacian(planar_luma(p.ir), planar_luma(p.vis)), pairs))
+        rows['stage1'] = score(lambda p: planar_luma(p.f1))
+        rows['laplacian'] = score(
+            lambda p: fuse_laplacian(planar_luma(p.ir), planar_luma(p.vis)))
     return rows
 
 
@@ -292,11 +174,29 @@ def train(cfg: RefinerTrainConfig, *, resume: bool = False, stop_at: int | None 
         torch.set_num_threads(threads)
 
 
-def _load_weights(model: RefinerNet, path: str, dev, what: str) -> dict[str, Any]:
+def _load_weights(model: RefinerNet, path: str, dev, what: str, log: LogFn = print,
+                  partial: bool = False) -> dict[str, Any]:
+    """Load ``path``'s weights into ``model``. With ``partial``, an architecture that differs
+    (another preset: blur-pool, map output, detail gains) gives every tensor of the same name
+    and shape (a strided convolution's weights go to its blur-pool convolution); the rest keep
+    their initialisation (the zero output convolution: the network starts as F1 again)."""
     ck = read_checkpoint(path, map_location=dev)
-    if config_from_checkpoint(ck) != model.config:
+    state = ck.get('ema', ck['state_dict'])
+    if config_from_checkpoint(ck) == model.config:
+        load_fp32_state_dict(model, state)
+        return ck
+    if not partial:
         raise ValueError(f'{path}: its architecture differs from the {what}')
-    load_fp32_state_dict(model, ck.get('ema', ck['state_dict']))
+    own = model.state_dict()
+    taken = {}
+    for k, v in state.items():
+        parts = k.split('.')
+        if parts[0] == 'downs' and len(parts) == 3 and f'downs.{parts[1]}.conv.{parts[2]}' in own:
+            k = f'downs.{parts[1]}.conv.{parts[2]}'
+        if k in own and own[k].shape == v.shape:
+            taken[k] = v.float()
+    model.load_state_dict(taken, strict=False)
+    log(f'refiner: {len(taken)} of {len(own)} tensors taken from {path} (other architecture)')
     return ck
 
 
@@ -347,8 +247,10 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
         if cfg.variant == 'no_hfah':
             over['hfah'] = False
         arch = preset(cfg.preset, **over)
-    if cfg.crop % arch.multiple:
-        raise ValueError(f'--crop must be a multiple of {arch.multiple}')
+    view = cfg.crop - (cfg.shift_max if cfg.shift else 0)
+    if view <= 0 or view % arch.multiple:
+        raise ValueError(f'--crop (less --shift-max with --w-shift) must be a positive multiple'
+                         f' of {arch.multiple}')
     settings = settings_for(cfg)
     if settings.start != 'clean':
         diffusion.timesteps(settings.steps, settings.t_start)  # validates steps / t_start
@@ -356,7 +258,8 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
     model = RefinerNet(arch).to(dev)
     init = cfg.init or (cfg.teacher if distill else '')
     if init:
-        _load_weights(model, init, dev, 'teacher' if distill and not cfg.init else 'preset')
+        _load_weights(model, init, dev, 'teacher' if distill and not cfg.init else 'preset',
+                      log, partial=bool(cfg.init))
         log(f'refiner: initialised from {init}')
     ema = ema_of(model, RefinerNet(arch).to(dev))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -364,9 +267,11 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
 
     train_pairs, val_pairs = pairs if pairs is not None else load_refiner_split(cfg, log)
     if distill:
-        teacher_targets(teacher, SamplerSettings(**{k: v for k, v in
-                                                    teacher_meta['sampler'].items()}),
-                        train_pairs, cfg.cache_dir, sha256_file(cfg.teacher), cfg.use_masks, log)
+        tset = SamplerSettings(**teacher_meta['sampler'])
+        if cfg.teacher_steps:
+            tset.steps = cfg.teacher_steps
+        teacher_targets(teacher, tset, train_pairs, cfg.cache_dir, sha256_file(cfg.teacher),
+                        bool(teacher_meta.get('use_masks', cfg.use_masks)), log)
     sampler = crop_sampler(train_pairs, cfg.crop, cfg.seed, with_target=distill)
     tag = 'distill' if distill else f'stage2 ({cfg.variant})'
     log(f'{tag}: preset {cfg.preset}: {count_params(model)} parameters, '
@@ -395,22 +300,49 @@ def _train(cfg: RefinerTrainConfig, resume: bool, stop_at: int | None, command: 
         stack, vis = sampler.batch(step, cfg.batch)
         b = split_batch(stack, vis, arch.channels, dev)
         masks = b['masks'] if cfg.use_masks else torch.zeros_like(b['masks'])
-        cond = build_condition(b['f1'], masks, b['ir'], b['vis'], arch.sources)
+        if not cfg.loss_masks:
+            b['masks'] = masks
         gen = _generator(cfg.seed, step, dev)
-        if distill:
-            noise = torch.randn(b['f1'].shape, generator=gen, device=dev)
-            out = diffusion.sample(model, cond, b['f1'], steps=settings.steps,
-                                   t_start=settings.t_start, start=settings.start, noise=noise)
-            terms = {}
-            loss = cfg.distill * (out - b['target']).abs().mean()
-            terms['l1'] = float(loss.detach()) / max(cfg.distill, 1e-12)
-            if cfg.fusion:
-                fl, fterms = loss_fn(out, b['ir'], b['vis'], masks)
-                loss = loss + cfg.fusion * fl
-                terms['fus'] = float(fl.detach())
+        if cfg.input_noise:
+            b['f1_in'], ir_in, vis_in = noisy_inputs(
+                [b['f1'], b['ir'], b['vis']], cfg.input_noise / 255.0, gen)
         else:
-            out, terms_t = _teacher_step(model, cfg, diffusion, cond, b['f1'], gen)
-            loss, terms = loss_fn(out, b['ir'], b['vis'], masks)
+            b['f1_in'], ir_in, vis_in = b['f1'], b['ir'], b['vis']
+        b['cond'] = build_condition(b['f1_in'], masks, ir_in, vis_in, arch.sources)
+        # The network's input is made on the whole crop, so that a second view sees the same
+        # (shifted) noise as the first.
+        if distill:
+            b['noise'] = torch.randn(b['f1'].shape, generator=gen, device=dev)
+        else:
+            b['x_t'], t = _teacher_input(model, cfg, diffusion, b['cond'], b['f1_in'], gen)
+        views = [(0, 0)]
+        if cfg.shift:
+            g = np.random.default_rng([cfg.seed, step, 7])
+            views.append(tuple(int(v) for v in g.integers(0, cfg.shift_max + 1, 2)))
+        outs, loss, terms = [], 0.0, {}
+        for dy, dx in views:
+            v = {k: x[:, :, dy:dy + view, dx:dx + view] for k, x in b.items()}
+            if distill:
+                out = diffusion.sample(model, v['cond'], v['f1_in'], steps=settings.steps,
+                                       t_start=settings.t_start, start=settings.start,
+                                       noise=v['noise'])
+                part = cfg.distill * (out - v['target']).abs().mean()
+                terms['l1'] = terms.get('l1', 0.0) + float(part.detach()) / len(views)
+                if cfg.fusion:
+                    fl, _ = loss_fn(out, v['ir'], v['vis'], v['masks'])
+                    part = part + cfg.fusion * fl
+                    terms['fus'] = terms.get('fus', 0.0) + float(fl.detach()) / len(views)
+            else:
+                out = to_image(model(v['x_t'], v['cond'], t))
+                part, tv = loss_fn(out, v['ir'], v['vis'], v['masks'])
+                for k, x in tv.items():
+                    terms[k] = terms.get(k, 0.0) + x / len(views)
+            loss = loss + part / len(views)
+            outs.append(out)
+        if cfg.shift:
+            eq = shift_disagreement(outs[0], outs[1], views[1])
+            loss = loss + cfg.shift * eq
+            terms['shift'] = float(eq.detach())
         return loss, terms
 
     step = run_steps(cfg, model, ema, opt, step=step, stop_at=stop_at,
@@ -428,15 +360,44 @@ def _role(cfg: RefinerTrainConfig) -> str:
     return 'student' if cfg.mode == 'distill' else 'teacher'
 
 
-def _teacher_step(model: RefinerNet, cfg: RefinerTrainConfig, diffusion: Diffusion,
-                  cond: torch.Tensor, f1: torch.Tensor, gen: torch.Generator):
-    """The teacher's x0-prediction on a noised batch (see the module docstring)."""
+def noisy_inputs(images: list[torch.Tensor], sigma_max: float, gen: torch.Generator
+                 ) -> list[torch.Tensor]:
+    """``images`` (``(B, C, H, W)`` each) with independent Gaussian noise on half of the
+    crops, of a standard deviation drawn per crop from ``U(0, sigma_max)``, rounded to 8 bits
+    and clipped to ``[0, 1]`` like a camera's (all crops are rounded: F1 too then sits on the
+    8-bit grid, as the sources do)."""
+    x = images[0]
+    bsz = x.shape[0]
+    sigma = torch.rand(bsz, generator=gen, device=x.device) * sigma_max
+    sigma = sigma * (torch.rand(bsz, generator=gen, device=x.device) < 0.5)
+    out = []
+    for img in images:
+        n = torch.randn(img.shape, generator=gen, device=img.device) * sigma.view(-1, 1, 1, 1)
+        out.append(torch.clamp(torch.round((img + n) * 255.0) / 255.0, 0.0, 1.0)
+                   if sigma_max > 0 else img)
+    return out
+
+
+def shift_disagreement(a: torch.Tensor, b: torch.Tensor, shift: tuple[int, int],
+                       border: int = 8) -> torch.Tensor:
+    """Mean ``|a - b|`` where ``b`` is the output of the input seen ``shift = (dy, dx)``
+    pixels further down-right: ``a[y + dy, x + dx]`` against ``b[y, x]`` over the overlap, less
+    ``border`` pixels on each side (padding sees different surroundings there)."""
+    dy, dx = shift
+    h, w = a.shape[-2:]
+    pa = a[..., dy + border:h - border, dx + border:w - border]
+    pb = b[..., border:h - dy - border, border:w - dx - border]
+    return (pa - pb).abs().mean()
+
+
+def _teacher_input(model: RefinerNet, cfg: RefinerTrainConfig, diffusion: Diffusion,
+                   cond: torch.Tensor, f1: torch.Tensor, gen: torch.Generator):
+    """The teacher's noised input ``(x_t, t)`` for a batch (see the module docstring)."""
     dev = f1.device
     bsz = f1.shape[0]
     x0 = to_model(f1)
     if cfg.variant == 'no_diffusion':
-        t = torch.zeros(bsz, dtype=torch.long, device=dev)
-        return to_image(model(x0, cond, t)), {}
+        return x0, torch.zeros(bsz, dtype=torch.long, device=dev)
     T = diffusion.T
     t = torch.randint(0, T, (bsz,), generator=gen, device=dev)
     noise = torch.randn(f1.shape, generator=gen, device=dev)
@@ -451,8 +412,7 @@ def _teacher_step(model: RefinerNet, cfg: RefinerTrainConfig, diffusion: Diffusi
                 prev = model(diffusion.q_sample(x0[idx], t1, n1), cond[idx], t1)
             x0 = x0.clone()
             x0[idx] = prev
-    x_t = diffusion.q_sample(x0, t, noise)
-    return to_image(model(x_t, cond, t)), {}
+    return diffusion.q_sample(x0, t, noise), t
 
 
 def _finish(cfg: RefinerTrainConfig, ema: RefinerNet, settings: SamplerSettings, teacher,
@@ -472,14 +432,15 @@ def _finish(cfg: RefinerTrainConfig, ema: RefinerNet, settings: SamplerSettings,
     if cfg.validate and val_pairs:
         name = f'{"student" if distill else "teacher"} ({settings.steps} step' \
                f'{"s" if settings.steps > 1 else ""})'
-        if cfg.variant != 'full':
-            name = f'{cfg.variant}: {name}'
+        if cfg.variant != 'full' or cfg.blind:
+            name = f'{cfg.variant}{" (blind)" if cfg.blind else ""}: {name}'
         refiners = {name: lambda p: refine_pair(ema, settings, p, use_masks=cfg.use_masks,
                                                 diffusion=diffusion)}
         if distill:
             tset = SamplerSettings(**teacher_meta['sampler'])
             refiners[f'teacher ({tset.steps} steps)'] = \
-                lambda p: refine_pair(teacher, tset, p, use_masks=cfg.use_masks,
+                lambda p: refine_pair(teacher, tset, p,
+                                      use_masks=bool(teacher_meta.get('use_masks', True)),
                                       diffusion=diffusion)
         rows = validation_rows(val_pairs, refiners)
         from sgdfuse_ros.core.metrics import format_table

@@ -10,7 +10,7 @@ from pathlib import Path
 from .config import add_common_arguments, common_config_fields
 
 #: Must match :data:`sgdfuse_ros.models.refiner.PRESETS` (checked by the tests).
-PRESET_NAMES = ('realtime', 'paper', 'tiny')
+PRESET_NAMES = ('realtime', 'paper', 'tiny', 'steady')
 #: Ablation variants (see ``docs/refiner.md``): ``full``; ``no_sam`` (trained and run with empty
 #: masks); ``no_diffusion`` (the same network as a one-pass regressor: clean F1 in, t = 0);
 #: ``no_hfah`` (a plain output convolution instead of the HFAH).
@@ -53,6 +53,21 @@ class RefinerTrainConfig:
     ssim: float = 1.0
     ssim_ir_share: float = 0.5
     correlation: float = 0.5
+    detail: float = 0.0
+    ssim_ir_in: float = -1.0
+    ssim_ir_out: float = -1.0
+    #: Weight of the shift-equivariance term: a second view of each crop shifted by up to
+    #: ``shift_max`` pixels; the outputs must agree where they overlap (0: off).
+    shift: float = 0.0
+    shift_max: int = 32
+    #: Sensor-noise augmentation: half of the crops get Gaussian noise of a standard deviation
+    #: up to this many grey levels (of 255) on the network's inputs (F1, IR, VIS), while the
+    #: loss scores against the clean sources: the refiner learns not to pass noise on as
+    #: detail (0: off).
+    input_noise: float = 0.0
+    #: The masks shape the loss but the network does not see them (its mask inputs are zero,
+    #: in training and at inference): the ablation of the masks as an input.
+    blind: bool = False
     #: Teacher: share of each batch whose noised image is the model's own (stop-gradient)
     #: estimate instead of F1, as the sampler feeds it (see docs/refiner.md).
     bootstrap: float = 0.5
@@ -65,6 +80,11 @@ class RefinerTrainConfig:
     #: student's output.
     distill: float = 1.0
     fusion: float = 0.1
+    #: Where the student's sampler starts: ``f1`` (F1 noised with the fixed tile) or ``clean``
+    #: (F1 itself: nothing tied to the screen).
+    start: str = 'f1'
+    #: Steps the teacher's targets are sampled with (0: the teacher's own).
+    teacher_steps: int = 0
     seed: int = 0
     checkpoint_every: int = 200
     device: str = 'auto'
@@ -75,14 +95,21 @@ class RefinerTrainConfig:
     def loss_weights(self):
         from .refiner_losses import RefinerLossWeights
         return RefinerLossWeights(self.mask_intensity, self.mask_gradient, self.intensity,
-                                  self.gradient, self.ssim, self.ssim_ir_share, self.correlation)
+                                  self.gradient, self.ssim, self.ssim_ir_share, self.correlation,
+                                  self.detail, self.ssim_ir_in, self.ssim_ir_out)
 
     def checkpoint_path(self) -> Path:
         return Path(self.checkpoint) if self.checkpoint else Path(str(self.out) + '.ckpt')
 
     @property
-    def use_masks(self) -> bool:
+    def loss_masks(self) -> bool:
+        """The loss sees the masks (all but the ``no_sam`` variant)."""
         return self.variant != 'no_sam'
+
+    @property
+    def use_masks(self) -> bool:
+        """The network sees the masks."""
+        return self.loss_masks and not self.blind
 
 
 def _common(p: argparse.ArgumentParser, d: RefinerTrainConfig) -> None:
@@ -97,6 +124,21 @@ def _common(p: argparse.ArgumentParser, d: RefinerTrainConfig) -> None:
                    help='mask-guided intensity weight (default %(default)s)')
     p.add_argument('--w-mask-grad', type=float, default=d.mask_gradient,
                    help='mask-guided gradient weight (default %(default)s)')
+    p.add_argument('--w-detail', type=float, default=d.detail,
+                   help='weight of the finest-detail term (default %(default)s)')
+    p.add_argument('--ssim-ir-in', type=float, default=d.ssim_ir_in,
+                   help='infrared SSIM share inside the masks (negative: uniform)')
+    p.add_argument('--ssim-ir-out', type=float, default=d.ssim_ir_out,
+                   help='infrared SSIM share outside the masks (negative: uniform)')
+    p.add_argument('--w-shift', type=float, default=d.shift,
+                   help='weight of the shift-equivariance term (default %(default)s)')
+    p.add_argument('--shift-max', type=int, default=d.shift_max,
+                   help='largest shift of its second view, px (default %(default)s)')
+    p.add_argument('--blind', action='store_true',
+                   help='masks in the loss only, never as the network input (ablation)')
+    p.add_argument('--input-noise', type=float, default=d.input_noise,
+                   help='largest sensor-noise sigma on the inputs, grey levels (default '
+                   '%(default)s)')
 
 
 def add_stage2_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,6 +173,10 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
                    help='L1 to the teacher sample (default %(default)s)')
     p.add_argument('--w-fusion', type=float, default=d.fusion,
                    help="refiner loss on the student's output (default %(default)s)")
+    p.add_argument('--start', default=d.start, choices=('f1', 'clean'),
+                   help="the student's start: noised F1 or F1 itself (default %(default)s)")
+    p.add_argument('--teacher-steps', type=int, default=d.teacher_steps,
+                   help="steps of the teacher's targets (default: its own)")
     p.set_defaults(steps=d.steps, lr=d.lr, warmup=d.warmup)
 
 
@@ -139,7 +185,9 @@ def config_from_args(args, mode: str) -> RefinerTrainConfig:
         **common_config_fields(args), mode=mode,
         stage1=str(args.stage1) if args.stage1 else '', mask_provider=args.mask_provider,
         cache_dir=str(args.cache_dir), mask_intensity=args.w_mask_int,
-        mask_gradient=args.w_mask_grad)
+        mask_gradient=args.w_mask_grad, detail=args.w_detail, ssim_ir_in=args.ssim_ir_in,
+        ssim_ir_out=args.ssim_ir_out, shift=args.w_shift, shift_max=args.shift_max,
+        input_noise=args.input_noise, blind=args.blind)
     if mode == 'teacher':
         cfg.preset, cfg.variant, cfg.channels = args.preset, args.variant, args.channels
         cfg.bootstrap = args.bootstrap
@@ -148,4 +196,5 @@ def config_from_args(args, mode: str) -> RefinerTrainConfig:
         cfg.teacher = str(args.teacher)
         cfg.sample_steps, cfg.t_start = args.student_steps, args.t_start
         cfg.distill, cfg.fusion = args.w_distill, args.w_fusion
+        cfg.start, cfg.teacher_steps = args.start, args.teacher_steps
     return cfg

@@ -23,8 +23,18 @@ global terms of stage 1 are added (unweighted means over all pixels):
 and the total is::
 
     L = w_mi L_int^M + w_mg L_grad^M + w_int L_int + w_grad L_grad + w_ssim L_ssim + w_corr L_corr
+        + w_det L_det
 
-with ``w_mi = 1.5`` and ``w_mg = 1.0`` (the authors' weights) by default.
+with ``w_mi = 1.5`` and ``w_mg = 1.0`` (the authors' weights) by default. Two additions, off by
+default (weights and shares of :class:`RefinerLossWeights`):
+
+* **Detail** ``L_det = | HP(F) - sel(HP(IR), HP(Y)) |_1``, with ``HP`` the finest Laplacian
+  level (the image minus its 5x5 binomial blur) and ``sel`` the larger in magnitude per pixel:
+  the detail a Laplacian pyramid keeps (what SF and Qabf reward), asked of the refiner.
+* **Mask-aware SSIM**: the infrared share of the SSIM term varies per pixel,
+  ``a(x) = a_out + (a_in - a_out) M(x)``: inside the salient regions F should keep the thermal
+  structure, outside the visible texture. The loss then asks different things inside and
+  outside the masks, so a network that does not read them cannot meet it.
 
 Speed: the SSIM and Sobel filters are computed here as *grouped* (depthwise) convolutions over
 all images of the batch at once. The values are those of :func:`.losses.ssim_map` and
@@ -41,6 +51,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from sgdfuse_ros.models.filters import high_pass, high_pass_kernel
 from .losses import _SOBEL_X, _gaussian_window, _weighted_mean, correlation_loss, intensity_loss
 
 
@@ -97,10 +108,22 @@ def ssim_maps(f: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor, window: int 
 
 
 def ssim_loss(f: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor,
-              weight: torch.Tensor | None = None, ir_share: float = 0.5) -> torch.Tensor:
-    """``1 - (a SSIM(F, IR) + (1 - a) SSIM(F, Y))``; equals :func:`.losses.ssim_loss`."""
+              weight: torch.Tensor | None = None,
+              ir_share: float | torch.Tensor = 0.5) -> torch.Tensor:
+    """``1 - (a SSIM(F, IR) + (1 - a) SSIM(F, Y))``; equals :func:`.losses.ssim_loss`.
+    ``ir_share`` may be a per-pixel map ``(B, 1, H, W)`` (the mask-aware share)."""
     s_ir, s_vis = ssim_maps(f, ir, vis)
     return 1.0 - _weighted_mean(ir_share * s_ir + (1.0 - ir_share) * s_vis, weight)
+
+
+def detail_loss(f: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """``| HP(F) - sel(HP(IR), HP(Y)) |_1``: the finest Laplacian level of F against the
+    larger-magnitude one of the sources, per pixel (see the module docstring)."""
+    n = f.shape[1]
+    hp = high_pass(torch.cat([f, ir.expand_as(f), vis], 1), high_pass_kernel(3 * n).to(f))
+    hi, hv = hp[:, n:2 * n], hp[:, 2 * n:]
+    target = torch.where(hi.abs() >= hv.abs(), hi, hv)
+    return (hp[:, :n] - target).abs().mean()
 
 
 @dataclass
@@ -115,6 +138,12 @@ class RefinerLossWeights:
     #: Share of the infrared source in the SSIM term.
     ssim_ir_share: float = 0.5
     correlation: float = 0.5
+    #: Weight of the detail term ``L_det`` (0: off).
+    detail: float = 0.0
+    #: Mask-aware SSIM: infrared share inside / outside the salient regions (negative: the
+    #: uniform ``ssim_ir_share`` everywhere).
+    ssim_ir_in: float = -1.0
+    ssim_ir_out: float = -1.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -172,9 +201,17 @@ class RefinerLoss(torch.nn.Module):
         add('m_grad', w.mask_gradient, lambda: mask_gradient_loss(f, ir, vis, masks))
         add('int', w.intensity, lambda: intensity_loss(f, ir, vis))
         add('grad', w.gradient, lambda: gradient_loss(f, ir, vis))
-        add('ssim', w.ssim, lambda: ssim_loss(f, ir, vis, None, w.ssim_ir_share))
+        add('ssim', w.ssim, lambda: ssim_loss(f, ir, vis, None, self.ssim_share(masks)))
         add('corr', w.correlation, lambda: correlation_loss(f, ir, vis))
+        add('det', w.detail, lambda: detail_loss(f, ir, vis))
         if not terms:
             return f.sum() * 0.0, {}
         total = sum(scale[k] * v for k, v in terms.items())
         return total, {k: float(v.detach()) for k, v in terms.items()}
+
+    def ssim_share(self, masks: torch.Tensor) -> float | torch.Tensor:
+        """The infrared share of the SSIM term: a number, or the mask-aware map."""
+        w = self.weights
+        if w.ssim_ir_in < 0 or w.ssim_ir_out < 0:
+            return w.ssim_ir_share
+        return w.ssim_ir_out + (w.ssim_ir_in - w.ssim_ir_out) * salient_weight(masks)

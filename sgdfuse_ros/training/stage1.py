@@ -41,15 +41,18 @@ from .losses import FusionLoss
 # Inference and validation
 # ----------------------------------------------------------------------------------------------
 
-def evaluate(fuse: Callable[[Pair], np.ndarray], pairs: list[Pair]) -> dict[str, dict]:
+def evaluate(fuse: Callable[[Pair], np.ndarray], pairs: list[Pair],
+             convention: str = 'standard') -> dict[str, dict]:
     """Metrics per pair (``set/name``) of ``fuse(pair) -> luma float [0, 1] (H, W)``, scored
-    as 8-bit gray against the 8-bit sources at the pair's native resolution."""
+    as 8-bit gray against the 8-bit sources at the pair's native resolution (``convention``:
+    see :func:`sgdfuse_ros.core.metrics.compute_metrics`)."""
     from sgdfuse_ros.core.metrics import compute_metrics
 
     out = {}
     for p in pairs:
         ir8, vis8 = imaging.to_uint8(planar_luma(p.ir)), imaging.to_uint8(planar_luma(p.vis))
-        out[f'{p.set}/{p.name}'] = compute_metrics(imaging.to_uint8(fuse(p)), ir8, vis8)
+        out[f'{p.set}/{p.name}'] = compute_metrics(imaging.to_uint8(fuse(p)), ir8, vis8,
+                                                   convention=convention)
     return out
 
 
