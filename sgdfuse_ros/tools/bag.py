@@ -58,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help='encoding of the fused frames (default rgb8 for colour RGB input)')
     f.add_argument('--json', action='store_true', help='print the summary as one JSON object')
     f.add_argument('--quiet', action='store_true', help='no progress bar')
+    from .fuse_many import add_parser as add_fuse_many
+    add_fuse_many(sub, f)
 
     p = sub.add_parser(
         'play', help='publish a bag into a live ROS 2 graph (rclpy)',
@@ -119,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     handlers = {'fuse': _fuse, 'play': _play, 'record': _record, 'make-sample': _make_sample,
-                'info': _info}
+                'info': _info, 'fuse-many': _fuse_many}
     from sgdfuse_ros.ros.bags import BagError
 
     try:
@@ -220,6 +222,12 @@ def _fuse(args) -> int:
              f'{summary.output}')
         return 1
     return 0
+
+
+def _fuse_many(args) -> int:
+    from .fuse_many import run as run_fuse_many
+
+    return run_fuse_many(args, _fuse_settings)
 
 
 def _play(args) -> int:

@@ -1,0 +1,101 @@
+"""``sgdfuse bag fuse-many``: fuse every bag of a fleet's recordings on a Ray cluster.
+
+The fusion options are those of ``sgdfuse bag fuse`` (copied from its parser, so the two
+commands never drift apart); the library is :mod:`sgdfuse_ros.fleet`. Importing this module
+needs neither Ray nor rosbags.
+
+Exit status: 0 every bag fused with every matched pair; 1 some bags failed (a re-run retries
+them) or some pairs could not be fused; 2 nothing was attempted (Ray missing, bad arguments,
+no bag found, the output folder in use); 130 interrupted (a re-run resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import sys
+from typing import Callable
+
+#: Options of ``bag fuse`` that fuse-many does not take over (it has its own of these).
+_NOT_COPIED = {'help'}
+
+
+def _err(msg: str) -> None:
+    print(f'sgdfuse bag fuse-many: error: {msg}', file=sys.stderr)
+
+
+def add_parser(sub, fuse_parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register ``fuse-many`` under ``sub`` with its own arguments plus every option of the
+    ``fuse`` parser."""
+    p = sub.add_parser(
+        'fuse-many', help='fuse many bags on a Ray cluster (resumable)',
+        description='Fuse every rosbag2 bag found under the inputs into OUT/<bag name>, with '
+        'the options of "bag fuse", on a Ray cluster (a local instance sized to this machine '
+        'unless --address is given). Long bags are split into time ranges fused in parallel. '
+        'OUT/sgdfuse-manifest.json records every bag; a re-run skips the finished ones (whose '
+        'checksum still matches) and retries the failed ones.')
+    p.add_argument('inputs', nargs='+', metavar='INPUT',
+                   help='bag, folder searched for bags, glob, or a text file listing bags')
+    p.add_argument('--out', type=Path, required=True, metavar='DIR',
+                   help='output folder (created; one fused bag per input bag, and the manifest)')
+    p.add_argument('--address', metavar='auto|HOST:PORT',
+                   help='join a running Ray cluster (auto: the one started on this machine '
+                   'with "ray start"); default: start a local instance for this run')
+    p.add_argument('--workers', type=int, metavar='N',
+                   help='fusion workers, each holding the networks once (default: the '
+                   "cluster's CPUs / --cpus-per-worker)")
+    p.add_argument('--cpus-per-worker', type=float, default=1.0, metavar='C',
+                   help='CPUs reserved per worker, also its network threads (default 1)')
+    p.add_argument('--chunk', type=float, default=600.0, metavar='S',
+                   help='split bags longer than 1.5 x S seconds into ranges of about S s fused '
+                   'in parallel (default 600; 0: never split)')
+    p.add_argument('--margin', type=float, metavar='S',
+                   help='seconds read before each range to warm up pairing and thermal gain '
+                   '(default: until the gain no longer depends on the start, 35 s at 10 Hz; '
+                   'shorter margins may change a few pixels at range boundaries)')
+    p.add_argument('--retries', type=int, default=1, metavar='N',
+                   help='further attempts of a bag whose worker died (default 1)')
+    shared = p.add_argument_group('fusion options (as for "bag fuse")')
+    for action in fuse_parser._actions:  # argparse keeps no public list of its options
+        if action.option_strings and action.dest not in _NOT_COPIED:
+            shared._add_action(action)
+    return p
+
+
+def run(args, settings: Callable) -> int:
+    """Run ``fuse-many``; ``settings(args)`` is ``bag fuse``'s reading of the fusion options
+    (topics, slop, queue, pipeline configuration, encoding)."""
+    from sgdfuse_ros import fleet
+
+    if not fleet.ray_available():
+        _err(fleet.RAY_HINT)
+        return 2
+    from sgdfuse_ros.fusion.methods import resolve_method_name
+    from sgdfuse_ros.ros.bags import BagError
+
+    try:
+        thermal, rgb, fused, slop, queue, cfg, encoding = settings(args)
+        options = fleet.FuseOptions(thermal_topic=thermal, rgb_topic=rgb, fused_topic=fused,
+                                    slop=slop, queue_size=queue, only_fused=args.only_fused,
+                                    storage=args.storage, output_encoding=encoding,
+                                    pipeline=cfg)
+        options.validate()
+        resolve_method_name(cfg.method)
+        summary = fleet.fuse_many(
+            args.inputs, args.out, options, address=args.address, workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker, chunk_s=args.chunk, margin_s=args.margin,
+            retries=args.retries, progress=not (args.quiet or args.json))
+    except (ValueError, BagError, fleet.InputError, fleet.ManifestError,
+            fleet.FleetError) as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        _err(f'interrupted; finished bags are recorded in {args.out}, run the same command '
+             'again to resume')
+        return 130
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print(summary.format())
+    return 0 if summary.ok else 1
