@@ -39,6 +39,8 @@ class Job:
     window_pairs: int = 0
     fuse_ms: float = 0.0
     hosts: set = field(default_factory=set)
+    #: Ray node ids of the workers that fused it
+    nodes: set = field(default_factory=set)
 
     @property
     def split(self) -> bool:
@@ -112,9 +114,10 @@ def plan(found: list[BagInput], out_dir: Path, manifest: Manifest, options: Fuse
         elif why[name] != 'not finished':
             result.redo.append((name, why[name]))
         problem = None
-        if (out_dir / name).exists() and manifest.get(name) is None:
-            problem = (f'{out_dir / name} exists and is not in the manifest; move it away or '
-                       'choose another --out')
+        ours = (manifest.get(name) or {}).get('sha256')  # only finished outputs are ours
+        if (out_dir / name).exists() and not ours:
+            problem = (f'{out_dir / name} exists and is not an output of this manifest; move '
+                       'it away or choose another --out')
         info = None
         if problem is None:
             try:

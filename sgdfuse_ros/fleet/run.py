@@ -40,6 +40,7 @@ READY_TIMEOUT_S = 300.0
 #: Restarts of one worker process by Ray (each death also costs its task one attempt).
 MAX_RESTARTS = 4
 POLL_S = 0.5
+_LOCAL_ONLY = 'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'
 
 
 class FleetError(RuntimeError):
@@ -61,15 +62,17 @@ def _cores() -> int:
 def _connect(address: str | None) -> Callable[[], None]:
     """Start a local Ray instance sized to this machine (address None) or join the cluster at
     ``address``; returns the function that disconnects (and stops a local instance)."""
-    import ray
-
     restore = None
     if address is None:
-        # A local instance serves this machine only: its servers listen on loopback. Ray 2.60
-        # does that when it believes no multi-node cluster is wanted (this switch); otherwise
-        # it binds them to every interface.
-        restore = os.environ.get('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER')
-        os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
+        # A local instance serves this machine only: its servers should listen on loopback.
+        # Ray 2.60 does that when it believes no multi-node cluster is wanted, a switch read
+        # from the environment when ray is first imported (and by the processes it starts);
+        # otherwise it binds them to every interface.
+        restore = os.environ.get(_LOCAL_ONLY)
+        os.environ[_LOCAL_ONLY] = '0'
+    import ray
+
+    if address is None:
         ray.init(num_cpus=_cores(), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR, object_store_memory=LOCAL_OBJECT_STORE)
     else:
@@ -83,9 +86,9 @@ def _connect(address: str | None) -> Callable[[], None]:
         ray.shutdown()
         if address is None:
             if restore is None:
-                os.environ.pop('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', None)
+                os.environ.pop(_LOCAL_ONLY, None)
             else:
-                os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = restore
+                os.environ[_LOCAL_ONLY] = restore
     return disconnect
 
 
@@ -113,8 +116,9 @@ class _Bar:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f'{type(exc).__name__}: {text[0] if text else ""}'.rstrip(': ')
+    """The first sentence of an exception, after its type."""
+    text = str(exc).strip().split('\n')[0].split('. ')[0]
+    return f'{type(exc).__name__}: {text}'.rstrip(': ')
 
 
 class _Run:
@@ -177,6 +181,8 @@ class _Run:
         job.worker_s += rec.get('elapsed_s', 0.0)
         if rec.get('host'):
             job.hosts.add(rec['host'])
+        if rec.get('node'):
+            job.nodes.add(rec['node'])
         if rec.get('error'):
             self.fail(job, rec['error'])
             return
@@ -214,7 +220,8 @@ class _Run:
                  'ranges': len(job.ranges),
                  'boundary': rec['boundary'], 'worker_s': round(job.worker_s, 3),
                  'fuse_s': round(job.fuse_ms / 1e3, 3), 'window_pairs': job.window_pairs,
-                 'hosts': sorted(job.hosts), 'attempts': job.attempts + 1}
+                 'hosts': sorted(job.hosts), 'nodes': sorted(job.nodes),
+                 'attempts': job.attempts + 1}
         self.manifest.set(name, entry)
         dst = self.out_dir / name
         if dst.exists():  # an older output this manifest knows (checked in the plan)
@@ -299,7 +306,7 @@ def _schedule(run: _Run, *, workers: int | None, cpus_per_worker: float, bar: _B
                 rec = ray.get(ref)
             except RayActorError as exc:
                 run.live.pop(task['id'], None)
-                run.retry(task, f'the worker died while fusing it ({_short(exc)})')
+                run.retry(task, f'the worker died while fusing it ({type(exc).__name__})')
                 waiting[actor.ready.remote()] = actor  # resolves once Ray restarted it
                 continue
             idle.append(actor)

@@ -70,6 +70,7 @@ class FuseWorker:
         self._counter: CountingPipeline | None = None
         self._task: str | None = None
         self._lock = threading.Lock()
+        self.node: str | None = None
         try:
             import cv2
 
@@ -82,14 +83,13 @@ class FuseWorker:
 
     def ready(self) -> dict[str, Any]:
         """Where the worker runs, its method, or why it cannot work."""
-        node = None
         try:
             import ray
 
-            node = ray.get_runtime_context().get_node_id()
+            self.node = ray.get_runtime_context().get_node_id()
         except Exception:  # noqa: BLE001 - not inside Ray
             pass
-        return {'pid': os.getpid(), 'host': socket.gethostname(), 'node': node,
+        return {'pid': os.getpid(), 'host': socket.gethostname(), 'node': self.node,
                 'method': self.pipeline.method_name if self.pipeline is not None else None,
                 'error': self.error}
 
@@ -109,7 +109,8 @@ class FuseWorker:
             self._task, self._counter = task['id'], counter
         t0 = time.perf_counter()
         rec: dict[str, Any] = {'id': task['id'], 'kind': task['kind'], 'error': None,
-                               'pid': os.getpid(), 'host': socket.gethostname()}
+                               'pid': os.getpid(), 'host': socket.gethostname(),
+                               'node': self.node}
         try:
             rec.update(self._run(task, counter))
         except BagError as exc:

@@ -12,6 +12,7 @@ no bag found, the output folder in use); 130 interrupted (a re-run resumes).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 import sys
@@ -82,10 +83,14 @@ def run(args, settings: Callable) -> int:
                                     pipeline=cfg)
         options.validate()
         resolve_method_name(cfg.method)
-        summary = fleet.fuse_many(
-            args.inputs, args.out, options, address=args.address, workers=args.workers,
-            cpus_per_worker=args.cpus_per_worker, chunk_s=args.chunk, margin_s=args.margin,
-            retries=args.retries, progress=not (args.quiet or args.json))
+        # Ray prints its own notices (a worker died...) on stdout: they go to stderr, so stdout
+        # holds the summary alone (one JSON object with --json).
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = fleet.fuse_many(
+                args.inputs, args.out, options, address=args.address, workers=args.workers,
+                cpus_per_worker=args.cpus_per_worker, chunk_s=args.chunk,
+                margin_s=args.margin, retries=args.retries,
+                progress=not (args.quiet or args.json))
     except (ValueError, BagError, fleet.InputError, fleet.ManifestError,
             fleet.FleetError) as exc:
         _err(str(exc))
