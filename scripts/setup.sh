@@ -4,13 +4,13 @@
 #
 #   SGDFUSE_VENV   venv folder (default: .venv in the repository)
 #   PYTHON         interpreter for a new venv (default: python3; 3.10 or newer)
-#   SGDFUSE_EXTRAS pip extras to install (default: ros,onnx,sam,test)
+#   SGDFUSE_EXTRAS pip extras to install (default: ros,onnx,sam,test,cluster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${SGDFUSE_VENV:-.venv}
 PY=${PYTHON:-python3}
-EXTRAS=${SGDFUSE_EXTRAS:-ros,onnx,sam,test}
+EXTRAS=${SGDFUSE_EXTRAS:-ros,onnx,sam,test,cluster}
 
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
   echo "setup: need Python 3.10 or newer as '$PY' (set PYTHON=...)" >&2
