@@ -377,7 +377,9 @@ def fuse_many(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                           started=t_connect)
             finally:
                 bar.close()
+                t_stop = time.monotonic()
                 disconnect()
+                summary.shutdown_s = time.monotonic() - t_stop
                 shutil.rmtree(out_dir / PARTIAL_DIR, ignore_errors=True)
         summary.method = run.method
         summary.wall_s = time.monotonic() - t0

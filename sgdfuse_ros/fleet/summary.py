@@ -44,6 +44,8 @@ class FleetSummary:
     wall_s: float = 0.0
     #: Ray start (or join) and workers ready (weights loaded)
     startup_s: float = 0.0
+    #: stopping the workers and disconnecting (stopping a local instance)
+    shutdown_s: float = 0.0
     workers: int = 0
     nodes: int = 0
     method: str = ''
