@@ -110,7 +110,8 @@ def _expand(item: str, skip: Path | None) -> list[BagInput]:
 
 def find_bags(inputs: list[str | os.PathLike], out_dir: str | os.PathLike | None = None
               ) -> list[BagInput]:
-    """Every bag the inputs name, each once, with its output name (see the module docstring).
+    """Every bag the inputs name, each once, with its output name (see the module docstring)
+    and its absolute path.
 
     Raises :class:`InputError` when an input names nothing, when no bag is found at all, when
     two bags share an output name, or when ``out_dir/<name>`` and a bag overlap (the output
@@ -124,7 +125,8 @@ def find_bags(inputs: list[str | os.PathLike], out_dir: str | os.PathLike | None
             real = bag.path.resolve()
             if real not in seen:
                 seen.add(real)
-                bags.append(bag)
+                # absolute: workers on other machines do not share this working directory
+                bags.append(BagInput(bag.name, bag.path.absolute()))
     if not bags:
         raise InputError('no rosbag2 bag found in ' + ', '.join(map(os.fspath, inputs)))
     by_name: dict[str, BagInput] = {}

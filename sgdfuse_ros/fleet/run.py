@@ -356,13 +356,15 @@ def fuse_many(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     if chunk_s < 0 or (margin_s is not None and margin_s < 0):
         raise ValueError('chunk and margin must be >= 0 s')
     t0 = time.monotonic()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     found = find_bags(inputs, out_dir)
     if not ray_available():
         raise FleetError(RAY_HINT)
     with locked(out_dir):
         manifest = Manifest.load(out_dir)
         shutil.rmtree(out_dir / PARTIAL_DIR, ignore_errors=True)  # a killed run's leftovers
+        for tmp in out_dir.glob('.sgdfuse-manifest-*.tmp'):
+            tmp.unlink(missing_ok=True)
         p = plan(found, out_dir, manifest, options, chunk_s=chunk_s, margin_s=margin_s)
         summary = FleetSummary(out_dir=str(out_dir), manifest=str(manifest.path),
                                bags=len(found), skipped=p.skipped, failed=list(p.failed),

@@ -12,11 +12,13 @@ default) it measures, one after the other:
                     plus stopping them at the end;
 ``fleet 2, split``  (``--split``) the same pairs as one long bag cut into time ranges.
 
-and prints a table: pairs/s over the whole run and after start-up, and the efficiency of the
-workers against the one-thread serial rate (1.0: Ray costs nothing). The Ray costs are split
-into start-up (per run), work inside the tasks beyond ``fuse_bag``'s own (per bag), and worker
-time left idle by the scheduling (per bag). Then the projection: machines like this one needed
-to fuse a fleet's day within a day.
+and prints a table: pairs/s over the whole run and without start-up, and the efficiency of the
+workers against the one-thread serial rate (1.0: Ray costs nothing). A second table splits the
+time: start-up and stop (per run); per pair, the fusion method itself and everything else the
+tasks do (reading, decoding, writing, checksums; for split bags the sub-bags and the assembly),
+which the serial rows show for ``fuse_bag`` alone; and per bag, worker time left idle by the
+scheduling. Then the projection: machines like this one needed to fuse a fleet's day within a
+day.
 
 On a shared machine, run it twice and compare: the load average is printed with the figures.
 """
@@ -119,15 +121,13 @@ def _derive(rows: list[dict[str, Any]]) -> None:
     """Rates, efficiency and the Ray costs of each fleet row, against the 1-thread serial."""
     base = next(r for r in rows if r['run'].startswith('serial, 1 '))
     rate1 = base['pairs'] / base['busy_s']
-    per_pair_serial = base['busy_s'] / base['pairs']
     for r in rows:
+        r['fuse_ms_per_pair'] = 1e3 * r['fuse_s'] / r['pairs']
+        r['other_ms_per_pair'] = 1e3 * (r['busy_s'] - r['fuse_s']) / r['pairs']
         r['pairs_per_s'] = r['pairs'] / r['wall_s']
         r['steady_pairs_per_s'] = r['pairs'] / (r['wall_s'] - r['startup_s'])
         if r['workers']:
             r['efficiency'] = r['steady_pairs_per_s'] / (r['workers'] * rate1)
-            # inside the tasks, beyond what fuse_bag costs serially for these pairs
-            r['task_overhead_s_per_bag'] = (r['busy_s'] - r['pairs'] * per_pair_serial) / max(
-                1, r['bags'])
             # worker time spent waiting (dispatch, the last bags' tail, renames, manifest)
             r['idle_s_per_bag'] = (r['workers_s'] - r['busy_s']) / max(1, r['bags'])
         else:
@@ -159,13 +159,12 @@ def _table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['run']} | {r['workers'] or '-'} | {r['pairs']} | {r['wall_s']:.1f} "
                      f"| {r['startup_s']:.1f} | {r['pairs_per_s']:.2f} | "
                      f"{r['steady_pairs_per_s']:.2f} | {r['efficiency']:.2f} |")
-    costs = ['', '| fleet run | start + stop s | in-task overhead s/bag | idle worker s/bag | '
-             'pairs fused twice (margins) |', '|---|---|---|---|---|']
+    costs = ['', '| run | start + stop s | fusion ms/pair | other work in tasks ms/pair | '
+             'idle worker s/bag | pairs fused twice (margins) |', '|---|---|---|---|---|---|']
     for r in rows:
-        if r['workers']:
-            costs.append(f"| {r['run']} | {r['startup_s']:.1f} | "
-                         f"{r['task_overhead_s_per_bag']:.2f} | {r['idle_s_per_bag']:.2f} | "
-                         f"{r.get('margin_pairs', 0)} |")
+        idle = f"{r['idle_s_per_bag']:.2f}" if r['workers'] else '-'
+        costs.append(f"| {r['run']} | {r['startup_s']:.1f} | {r['fuse_ms_per_pair']:.1f} | "
+                     f"{r['other_ms_per_pair']:.1f} | {idle} | {r.get('margin_pairs', 0)} |")
     return '\n'.join(lines + costs)
 
 
