@@ -204,7 +204,10 @@ class _Run:
             self.finished_pairs += s['pairs_fused']
             job.window_pairs += s['pairs_fused']
             job.fuse_ms += (s['fuse_ms_mean'] or 0.0) * s['pairs_fused']
-        self.finish(job, rec)
+        try:
+            self.finish(job, rec)
+        except OSError as exc:  # the output cannot be moved into place (disk, permissions)
+            self.fail(job, f'cannot move the output into {self.out_dir}: {exc}')
 
     def finish(self, job: Job, rec: dict[str, Any]) -> None:
         """Record the bag (``finishing``), rename its output into place, record it ``done``."""
@@ -252,7 +255,7 @@ def _schedule(run: _Run, *, workers: int | None, cpus_per_worker: float, bar: _B
               started: float) -> None:
     """The scheduling loop (Ray connected since ``started``, a monotonic time)."""
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import RayActorError, RayError
 
     capacity = int(ray.cluster_resources().get('CPU', 0) // cpus_per_worker)
     n = workers or max(1, capacity)
@@ -265,7 +268,7 @@ def _schedule(run: _Run, *, workers: int | None, cpus_per_worker: float, bar: _B
     waiting = {a.ready.remote(): a for a in actors}
     idle: list = []
     running: dict[Any, tuple[Any, dict[str, Any]]] = {}
-    ever_ready, errors, nodes = False, [], set()
+    ever_ready, errors, nodes, started_workers = False, [], set(), set()
     t_ready = time.monotonic()
     last_poll = 0.0
     todo = len(run.jobs)
@@ -288,7 +291,7 @@ def _schedule(run: _Run, *, workers: int | None, cpus_per_worker: float, bar: _B
                 actor = waiting.pop(ref)
                 try:
                     info = ray.get(ref)
-                except RayActorError as exc:  # gone for good (restarts used up)
+                except RayError as exc:  # gone for good (restarts used up)
                     errors.append(_short(exc))
                     continue
                 if info['error']:
@@ -299,6 +302,7 @@ def _schedule(run: _Run, *, workers: int | None, cpus_per_worker: float, bar: _B
                     run.summary.startup_s = time.monotonic() - started
                 ever_ready = True
                 nodes.add(info['node'])
+                started_workers.add(info['pid'])
                 idle.append(actor)
                 continue
             actor, task = running.pop(ref)
@@ -308,6 +312,11 @@ def _schedule(run: _Run, *, workers: int | None, cpus_per_worker: float, bar: _B
                 run.live.pop(task['id'], None)
                 run.retry(task, f'the worker died while fusing it ({type(exc).__name__})')
                 waiting[actor.ready.remote()] = actor  # resolves once Ray restarted it
+                continue
+            except RayError as exc:  # a Ray failure of the call itself: not worth a retry
+                idle.append(actor)
+                run.live.pop(task['id'], None)
+                run.fail(run.jobs[task['name']], f'the task failed in Ray ({_short(exc)})')
                 continue
             idle.append(actor)
             run.result(task, rec)
@@ -324,7 +333,7 @@ def _schedule(run: _Run, *, workers: int | None, cpus_per_worker: float, bar: _B
                 if task_id is not None and any(t['id'] == task_id for _, t in running.values()):
                     run.live[task_id] = count
         bar.show(run.pairs(), len(run.summary.fused), len(run.summary.failed), todo)
-    run.summary.workers = len(actors)
+    run.summary.workers = len(started_workers)
     run.summary.nodes = len(nodes)
     for actor in actors:
         ray.kill(actor, no_restart=True)
