@@ -101,7 +101,7 @@ class _Bar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total or None, desc='fuse-many', unit='pair', file=sys.stderr,
-                            dynamic_ncols=True)
+                            dynamic_ncols=True, leave=False)
 
     def show(self, pairs: int, done: int, failed: int, todo: int) -> None:
         if self.bar is None:
