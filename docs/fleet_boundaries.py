@@ -58,7 +58,8 @@ def main() -> None:
         print(f'{a.frames} frames at {a.size}, 10 Hz, ranges of {a.chunk:g} s; a frame '
               '"differs" when any of its bytes does')
         print('\n| method | margin s | ranges | same pairs | frames differing | max abs diff '
-              '| pixels differing (of all) | output identical |\n|---|---|---|---|---|---|---|---|')
+              '| pixels differing (of all) | output identical |')
+        print('|---|---|---|---|---|---|---|---|')
         for method in a.methods:
             opts = FuseOptions(pipeline=PipelineConfig(method=method))
             kw = opts.bag_kwargs()
