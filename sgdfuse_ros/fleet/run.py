@@ -67,7 +67,8 @@ def _connect(address: str | None) -> Callable[[], None]:
         # A local instance serves this machine only: its servers should listen on loopback.
         # Ray 2.60 does that when it believes no multi-node cluster is wanted, a switch read
         # from the environment when ray is first imported (and by the processes it starts);
-        # otherwise it binds them to every interface.
+        # otherwise it binds them to every interface. (A process that imported ray before,
+        # without the switch, gets Ray's default.)
         restore = os.environ.get(_LOCAL_ONLY)
         os.environ[_LOCAL_ONLY] = '0'
     import ray
