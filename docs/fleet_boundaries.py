@@ -22,19 +22,16 @@ from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 from sgdfuse_ros.ros import bags
 
 
-class Recording:
+class Recording(FusionPipeline):
     """The pipeline, recording the thermal frame given with each pair."""
 
-    def __init__(self, pipeline):
-        self.pipeline, self.pairs = pipeline, {}
-
-    @property
-    def method_name(self):
-        return self.pipeline.method_name
+    def __init__(self, config):
+        super().__init__(config)
+        self.pairs = {}
 
     def fuse(self, thermal, visible, **kw):
         self.pairs[kw['name']] = hash(thermal.tobytes())
-        return self.pipeline.fuse(thermal, visible, **kw)
+        return super().fuse(thermal, visible, **kw)
 
 
 def frames(path):
@@ -63,16 +60,16 @@ def main() -> None:
         for method in a.methods:
             opts = FuseOptions(pipeline=PipelineConfig(method=method))
             kw = opts.bag_kwargs()
-            ref_pipe = Recording(FusionPipeline(opts.pipeline_config(1)))
+            ref_pipe = Recording(opts.pipeline_config(1))
             bags.fuse_bag(src, work / 'whole' / 'out', pipeline=ref_pipe, progress=False, **kw)
             ref = frames(work / 'whole' / 'out')
             for margin in a.margins:
-                pipe = Recording(FusionPipeline(opts.pipeline_config(1)))
+                pipe = Recording(opts.pipeline_config(1))
                 rngs = ranges.plan_ranges(info['start_ns'], info['duration_s'],
                                           chunk_s=a.chunk, margin_s=margin, tail_s=1.2)
                 recs = []
                 for r in rngs:
-                    pipe.pipeline.gain.reset()
+                    pipe.gain.reset()
                     recs.append(ranges.fuse_range(src, work / 'w', r, pipeline=pipe, kwargs=kw))
                 out = work / f'split{margin}' / 'out'
                 _, check = ranges.assemble(src, out, rngs, recs, kwargs=kw,

@@ -111,20 +111,17 @@ def test_find_bags_names_and_refusals(fleet_bags, tmp_path):
         fleet.find_bags([bad])
 
 
-class RecordingPipeline:
+class RecordingPipeline(FusionPipeline):
     """A real pipeline that also records, per pair (its RGB stamp), a hash of the thermal
     frame it was given: which thermal frame each RGB frame was paired with."""
 
-    def __init__(self, pipeline):
-        self.pipeline, self.pairs = pipeline, {}
-
-    @property
-    def method_name(self):
-        return self.pipeline.method_name
+    def __init__(self, config):
+        super().__init__(config)
+        self.pairs = {}
 
     def fuse(self, thermal, visible, **kw):
         self.pairs[kw['name']] = hash(thermal.tobytes())
-        return self.pipeline.fuse(thermal, visible, **kw)
+        return super().fuse(thermal, visible, **kw)
 
 
 def _split(src, work, opts, pipe, *, chunk_s, margin_s):
@@ -133,7 +130,7 @@ def _split(src, work, opts, pipe, *, chunk_s, margin_s):
                               margin_s=margin_s, tail_s=1.2)
     records = []
     for r in rngs:
-        pipe.pipeline.gain.reset()
+        pipe.gain.reset()
         records.append(ranges.fuse_range(src, work, r, pipeline=pipe, kwargs=opts.bag_kwargs()))
     return rngs, records
 
@@ -141,7 +138,7 @@ def _split(src, work, opts, pipe, *, chunk_s, margin_s):
 def test_split_bag_has_the_pairs_of_the_unsplit_bag(fleet_bags, tmp_path):
     src = fleet_bags / 'veh2/long'
     opts = fleet.FuseOptions(pipeline=PipelineConfig(method='laplacian'))
-    ref_pipe = RecordingPipeline(FusionPipeline(opts.pipeline_config()))
+    ref_pipe = RecordingPipeline(opts.pipeline_config())
     bags.fuse_bag(src, tmp_path / 'ref' / 'long', pipeline=ref_pipe, progress=False,
                   **opts.bag_kwargs())
     ref = fused_frames(tmp_path / 'ref' / 'long')
@@ -152,7 +149,7 @@ def test_split_bag_has_the_pairs_of_the_unsplit_bag(fleet_bags, tmp_path):
     # byte for byte.
     margin = ranges.auto_margin(10.0, slop=opts.slop, smoothing=0.9)
     assert margin == pytest.approx(34.9)
-    pipe = RecordingPipeline(FusionPipeline(opts.pipeline_config()))
+    pipe = RecordingPipeline(opts.pipeline_config())
     rngs, records = _split(src, tmp_path / 'w1', opts, pipe, chunk_s=8.0, margin_s=margin)
     assert len(rngs) == 4 and sum(r['kept'] for r in records) == 300
     summary, check = ranges.assemble(src, tmp_path / 'split' / 'long', rngs, records,
@@ -163,7 +160,7 @@ def test_split_bag_has_the_pairs_of_the_unsplit_bag(fleet_bags, tmp_path):
 
     # A short margin: the same pairs in the same order, each range pairing every RGB frame
     # with the same thermal frame as the unsplit run; only pixels may differ.
-    pipe = RecordingPipeline(FusionPipeline(opts.pipeline_config()))
+    pipe = RecordingPipeline(opts.pipeline_config())
     rngs, records = _split(src, tmp_path / 'w2', opts, pipe, chunk_s=8.0, margin_s=2.0)
     for name, thermal in pipe.pairs.items():
         assert ref_pipe.pairs[name] == thermal, name

@@ -39,6 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from sgdfuse_ros.fusion.pipeline import FusionPipeline, FusionResult, PipelineConfig
 from sgdfuse_ros.ros import bags
 from sgdfuse_ros.ros.bags import BagError, FuseSummary
 
@@ -217,15 +218,11 @@ def _fused_frames(path: str | os.PathLike, topic: str, rng: TimeRange, *, decode
         yield stamp, (img if channels == 3 else img[:, :, 0])
 
 
-class _Replayed:
-    def __init__(self, image: np.ndarray):
-        self.image = image
-
-
-class ReplayPipeline:
-    """Stands in for a :class:`~sgdfuse_ros.fusion.pipeline.FusionPipeline` in
-    :func:`assemble`: ``fuse`` returns the frame that a range fused for the pair (found by the
-    pair's RGB stamp), or raises the range's error for a pair that failed there.
+class ReplayPipeline(FusionPipeline):
+    """The pipeline of :func:`assemble`: ``fuse`` returns the frame that a range fused for
+    the pair (found by the pair's RGB stamp), or raises the range's error for a pair that
+    failed there. It is built on the ``mean`` baseline (no weights, no masks), which it never
+    runs; it reports the ranges' method.
 
     Frames are streamed from the ranges' bags in order, with a small look-ahead buffer (pairs
     come in nearly stamp order), so memory stays flat however long the bag.
@@ -233,7 +230,8 @@ class ReplayPipeline:
 
     def __init__(self, ranges: list[TimeRange], records: list[dict[str, Any]], *,
                  fused_topic: str, method: str):
-        self.method_name = method
+        super().__init__(PipelineConfig(method='mean'))
+        self._method = method
         self._failures = {int(s): why for r in records for s, why in r['failures']}
         self._errors = [r['error'] for r in records if r.get('error')]
         self._frames = self._stream(ranges, records, fused_topic)
@@ -250,7 +248,11 @@ class ReplayPipeline:
             if rec is not None and rec.get('bag'):
                 yield from _fused_frames(rec['bag'], topic, rng)
 
-    def fuse(self, thermal, visible, *, name: str = 'frame', masks=None) -> _Replayed:
+    @property
+    def method_name(self) -> str:
+        return self._method
+
+    def fuse(self, thermal, visible, *, name: str = 'frame', masks=None) -> FusionResult:
         m = _PAIR_NAME.search(name)
         if m is None:
             raise RuntimeError(f'{name}: cannot tell the pair stamp from its name')
@@ -275,7 +277,7 @@ class ReplayPipeline:
             why = f'; ranges that fused nothing: {"; ".join(self._errors)}' if self._errors \
                 else ''
             raise ValueError(f'{name}: no time range fused this pair{why}')
-        return _Replayed(image)
+        return FusionResult(image=image, luma=None, ir=None, method=self._method)
 
     def extra(self) -> int:
         """Range frames that no pair of the whole bag asked for (drains the stream)."""

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.ros import bags
 from sgdfuse_ros.ros.bags import BagError
 from . import ranges
@@ -31,20 +32,16 @@ from .manifest import tree_digest
 from .options import FuseOptions
 
 
-class CountingPipeline:
-    """A pipeline that counts the pairs it fused (read by :meth:`FuseWorker.progress` from
-    another thread while a task runs)."""
+class CountingPipeline(FusionPipeline):
+    """A :class:`~sgdfuse_ros.fusion.pipeline.FusionPipeline` that counts the pairs it fused
+    (read by :meth:`FuseWorker.progress` from another thread while a task runs)."""
 
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
+    def __init__(self, config):
+        super().__init__(config)
         self.count = 0
 
-    @property
-    def method_name(self) -> str:
-        return self.pipeline.method_name
-
     def fuse(self, thermal, visible, **kwargs):
-        result = self.pipeline.fuse(thermal, visible, **kwargs)
+        result = super().fuse(thermal, visible, **kwargs)
         self.count += 1
         return result
 
@@ -66,8 +63,7 @@ class FuseWorker:
     def __init__(self, options: FuseOptions, threads: int = 1):
         self.options = options
         self.error: str | None = None
-        self.pipeline = None
-        self._counter: CountingPipeline | None = None
+        self.pipeline: CountingPipeline | None = None
         self._task: str | None = None
         self._lock = threading.Lock()
         self.node: str | None = None
@@ -75,9 +71,7 @@ class FuseWorker:
             import cv2
 
             cv2.setNumThreads(max(1, int(threads)))
-            from sgdfuse_ros.fusion.pipeline import FusionPipeline
-
-            self.pipeline = FusionPipeline(options.pipeline_config(threads))
+            self.pipeline = CountingPipeline(options.pipeline_config(threads))
         except Exception as exc:  # noqa: BLE001 - reported by ready()
             self.error = f'cannot build the fusion pipeline: {type(exc).__name__}: {exc}'
 
@@ -96,47 +90,47 @@ class FuseWorker:
     def progress(self) -> tuple[str | None, int]:
         """The running task's id and the pairs it fused so far."""
         with self._lock:
-            counter = self._counter
-            return self._task, (counter.count if counter is not None else 0)
+            task = self._task
+        return task, (self.pipeline.count if task is not None else 0)
 
     def run(self, task: dict[str, Any]) -> dict[str, Any]:
         """Run one task (see the module docstring); returns its record."""
         if self.pipeline is None:
             return {'id': task['id'], 'error': self.error}
         self.pipeline.gain.reset()
-        counter = CountingPipeline(self.pipeline)
+        self.pipeline.count = 0
         with self._lock:
-            self._task, self._counter = task['id'], counter
+            self._task = task['id']
         t0 = time.perf_counter()
         rec: dict[str, Any] = {'id': task['id'], 'kind': task['kind'], 'error': None,
                                'pid': os.getpid(), 'host': socket.gethostname(),
                                'node': self.node}
         try:
-            rec.update(self._run(task, counter))
+            rec.update(self._run(task))
         except BagError as exc:
             rec['error'] = str(exc)
         except Exception as exc:  # noqa: BLE001 - a bad bag must not take the worker down
             rec['error'] = f'{type(exc).__name__}: {exc}'
         finally:
             with self._lock:
-                self._task, self._counter = None, None
+                self._task = None
         rec['elapsed_s'] = time.perf_counter() - t0
-        rec['pairs'] = counter.count
+        rec['pairs'] = self.pipeline.count
         return rec
 
-    def _run(self, task: dict[str, Any], counter: CountingPipeline) -> dict[str, Any]:
+    def _run(self, task: dict[str, Any]) -> dict[str, Any]:
         kwargs = self.options.bag_kwargs()
         kind = task['kind']
         if kind == 'range':
             rng = ranges.TimeRange(**task['range'])
             return {'range': ranges.fuse_range(task['input'], task['work'], rng,
-                                               pipeline=counter, kwargs=kwargs)}
+                                               pipeline=self.pipeline, kwargs=kwargs)}
         out = Path(task['tmp'])
         _clear(out)
         try:
             if kind == 'bag':
-                summary = bags.fuse_bag(task['input'], out, pipeline=counter, progress=False,
-                                        **kwargs)
+                summary = bags.fuse_bag(task['input'], out, pipeline=self.pipeline,
+                                        progress=False, **kwargs)
                 check = {'missing': 0, 'extra': 0}
             elif kind == 'assemble':
                 rngs = [ranges.TimeRange(**r) for r in task['ranges']]
