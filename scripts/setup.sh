@@ -5,14 +5,14 @@
 #   SGDFUSE_VENV   venv folder (default: .venv in the repository)
 #   PYTHON         interpreter for a new venv (default: python3; 3.10 or newer)
 #   SGDFUSE_EXTRAS pip extras to install (default: every one the tests and the demo use:
-#                  ros,onnx,torch,sam,test; SGDFUSE_EXTRAS=runtime,test is the PyTorch-free
-#                  vehicle install, see README "Deploying on a vehicle")
+#                  ros,onnx,torch,sam,test,cluster; SGDFUSE_EXTRAS=runtime,test is the
+#                  PyTorch-free vehicle install, see README "Deploying on a vehicle")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${SGDFUSE_VENV:-.venv}
 PY=${PYTHON:-python3}
-EXTRAS=${SGDFUSE_EXTRAS:-ros,onnx,torch,sam,test}
+EXTRAS=${SGDFUSE_EXTRAS:-ros,onnx,torch,sam,test,cluster}
 
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
   echo "setup: need Python 3.10 or newer as '$PY' (set PYTHON=...)" >&2

@@ -1,4 +1,5 @@
-"""Arguments and runners of ``sgdfuse bag ...`` (fuse, play, record, make-sample, info).
+"""Arguments and runners of ``sgdfuse bag ...`` (fuse, fuse-many, play, record, make-sample,
+info).
 
 Kept apart from :mod:`sgdfuse_ros.tools.cli` so the main command stays thin; importing this module
 needs neither rosbags nor rclpy (they load when a subcommand runs).
@@ -17,27 +18,21 @@ import sys
 
 from sgdfuse_ros.params import DEFAULTS, OUTPUT_ENCODINGS
 from sgdfuse_ros.runtime.backends import BACKEND_NAMES
+from .fuse_many import add_parser as add_fuse_many_parser
+from .fuse_many import run as run_fuse_many
 
 
 def _err(msg: str) -> None:
     print(f'sgdfuse bag: error: {msg}', file=sys.stderr)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest='bag_command', metavar='ACTION', required=True)
-
-    f = sub.add_parser(
-        'fuse', help='fuse every thermal/RGB pair of a bag into a new bag',
-        description='Read a rosbag2 bag (mcap or sqlite3), pair thermal and RGB frames with the '
-        "node's approximate-time rule, fuse every pair and write a new bag with the fused "
-        'topic (sensor_msgs/Image, the RGB header) and the original topics. Prints what was '
-        'fused, the frames left unmatched on each topic and why, and the pairs that failed.')
-    f.add_argument('input', type=Path, metavar='IN', help='input bag (folder, .mcap or .db3)')
-    f.add_argument('output', type=Path, metavar='OUT', help='output bag folder (must not exist)')
+def add_fuse_options(f) -> None:
+    """The fusion options of ``bag fuse`` (all but its input and output) on a parser or an
+    argument group: ``bag fuse-many`` takes the same ones, read by :func:`_fuse_settings`."""
     f.add_argument('--params', type=Path, nargs='+', metavar='YAML',
                    help='sgdfuse_node parameter file(s) (later files win): their topics, sync '
-                   'slop/queue, method, homography and thermal gain are used; the options below '
-                   'override them')
+                   'slop/queue, method, homography, mask rate, thermal gain and non-finite '
+                   'policy are used; the options below override them')
     f.add_argument('--thermal-topic',
                    help=f'thermal image topic (default {DEFAULTS["thermal_topic"]})')
     f.add_argument('--rgb-topic', help=f'RGB image topic (default {DEFAULTS["rgb_topic"]})')
@@ -62,6 +57,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help='encoding of the fused frames (default rgb8 for colour RGB input)')
     f.add_argument('--json', action='store_true', help='print the summary as one JSON object')
     f.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest='bag_command', metavar='ACTION', required=True)
+
+    f = sub.add_parser(
+        'fuse', help='fuse every thermal/RGB pair of a bag into a new bag',
+        description='Read a rosbag2 bag (mcap or sqlite3), pair thermal and RGB frames with the '
+        "node's approximate-time rule, fuse every pair and write a new bag with the fused "
+        'topic (sensor_msgs/Image, the RGB header) and the original topics. Prints what was '
+        'fused, the frames left unmatched on each topic and why, and the pairs that failed.')
+    f.add_argument('input', type=Path, metavar='IN', help='input bag (folder, .mcap or .db3)')
+    f.add_argument('output', type=Path, metavar='OUT', help='output bag folder (must not exist)')
+    add_fuse_options(f)
+    add_fuse_many_parser(sub, add_fuse_options)
 
     p = sub.add_parser(
         'play', help='publish a bag into a live ROS 2 graph (rclpy)',
@@ -123,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     handlers = {'fuse': _fuse, 'play': _play, 'record': _record, 'make-sample': _make_sample,
-                'info': _info}
+                'info': _info, 'fuse-many': _fuse_many}
     from sgdfuse_ros.ros.bag_io import BagError
 
     try:
@@ -186,6 +196,7 @@ def _fuse(args) -> int:
                            queue_size=s.sync_queue_size, only_fused=args.only_fused,
                            pipeline=pipeline, storage=args.storage, output_encoding=encoding,
                            mask_rate=s.mask_rate, mask_max_age=s.mask_max_age_s,
+                           thermal_nonfinite=s.thermal_nonfinite,
                            progress=not (args.quiet or args.json))
     except ValueError as exc:  # slop / queue size
         _err(str(exc))
@@ -207,6 +218,10 @@ def _fuse(args) -> int:
              f'{summary.output}')
         return 1
     return 0
+
+
+def _fuse_many(args) -> int:
+    return run_fuse_many(args, _fuse_settings)
 
 
 def _play(args) -> int:
