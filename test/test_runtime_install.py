@@ -274,7 +274,9 @@ def test_shipped_graphs_match_a_fresh_export_and_pytorch_on_real_pairs(tmp_path,
         shipped = export.read_onnx_sidecar(sidecar)
         for key in ('weights_sha256', 'model', 'inputs', 'outputs', 'multiple', 'config',
                     'timesteps', 'sampler', 'use_masks'):
-            assert fresh.get(key) == shipped.get(key), (graph.name, key)
+            assert fresh.get(key) == shipped.get(key), (
+                f'{graph.name}: the {key} of its sidecar is not what an export gives now: run '
+                '`sgdfuse export --onnx --shipped`')
 
 
 @needs_torch
