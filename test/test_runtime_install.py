@@ -347,7 +347,7 @@ def test_a_graph_exported_ahead_of_time_runs_without_torch(tmp_path):
     from sgdfuse_ros.models.weights import ABLATION_DIR
     from sgdfuse_ros.tools.cli import main
 
-    weights = ABLATION_DIR / 'no_hfah.pt'
+    weights = ABLATION_DIR / 'blind.pt'
     engines = tmp_path / 'engines'
     assert main(['export', '--onnx', '--models', 'refiner', '--refiner-weights', str(weights),
                  '--out', str(engines)]) == 0
