@@ -54,7 +54,7 @@ import time
 import numpy as np
 
 from sgdfuse_ros.core.imaging import parse_size
-from .timing import bench_frames, load_average
+from .timing import bench_frames, cpu_name, load_average
 
 #: Most memory samples whatever the duration.
 MAX_SAMPLES = 200
@@ -328,7 +328,7 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
     result.update(duration_s=duration, warmup_s=warmup, rate_hz=rate, node_nice=node_nice,
                   size=f'{size[0]}x{size[1]}', busy=busy, params=list(params or []),
                   trace=trace, executor_threads=executor_threads if trace else 1,
-                  cpu=_cpu_name(), cpus=os.cpu_count(), python=platform.python_version(),
+                  cpu=cpu_name(), cpus=os.cpu_count(), python=platform.python_version(),
                   node_log=str(err_path))
     return result
 
@@ -440,15 +440,6 @@ def _trace_breakdown(path: Path, receipts: dict[int, int]) -> dict:
             'steps': {n: percentiles(a[:, i]) for i, n in enumerate(names)},
             'slowest_1pct_mean': {n: float(slow[:, i].mean()) for i, n in enumerate(names)}}
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def format_report(r: dict) -> str:
