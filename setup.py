@@ -42,9 +42,10 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
-    # The shipped weights with their sidecars and ONNX graphs (weights/*.onnx + *.onnx.json).
+    # The shipped weights with their sidecars and ONNX graphs (weights/*.onnx + *.onnx.json),
+    # and those of the variants in subfolders (ablation/, steady/...).
     package_data={PACKAGE: ['weights/*.pt', 'weights/*.json', 'weights/*.onnx',
-                            'weights/ablation/*.pt', 'weights/ablation/*.json',
+                            'weights/*/*.pt', 'weights/*/*.json', 'weights/*/*.onnx',
                             'data/samples/*.md', 'data/samples/*/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),

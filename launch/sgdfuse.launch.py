@@ -22,6 +22,9 @@ Arguments:
                 services (ros2 lifecycle set /sgdfuse configure), as a vehicle stack's
                 lifecycle manager drives it
   autostart     with managed:=true, configure and then activate it at launch
+  launch_prefix a command the node runs under, e.g. 'nice -n -5' (more CPU for the fusion on a
+                contended computer: docs/benchmarks.md, "Node under load"; a negative nice
+                needs root or CAP_SYS_NICE) or 'taskset -c 2,3'
 
 The launch modules are imported inside generate_launch_description(), so this file can be
 imported (and linted) where launch/launch_ros are not installed. The topic defaults are the
@@ -70,6 +73,8 @@ def generate_launch_description():
                               description='Start the managed (lifecycle) node instead'),
         DeclareLaunchArgument('autostart', default_value='false',
                               description='managed:=true: configure and activate at launch'),
+        DeclareLaunchArgument('launch_prefix', default_value='',
+                              description="Command the node runs under, e.g. 'nice -n -5'"),
     ]
     args += [DeclareLaunchArgument(name, default_value=topic,
                                    description=f'Remap {topic} to this topic')
@@ -87,6 +92,7 @@ def generate_launch_description():
         remappings=[(topic, LaunchConfiguration(name))
                     for name, topic in DEFAULT_TOPICS.items()],
         ros_arguments=['--log-level', LaunchConfiguration('log_level')],
+        prefix=LaunchConfiguration('launch_prefix'),
         additional_env={'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
                         'FASTDDS_DEFAULT_PROFILES_FILE': profile},
     )

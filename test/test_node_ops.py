@@ -18,7 +18,7 @@ rclpy = pytest.importorskip('rclpy', reason='needs the ros extra (rclpy)')
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from ros_harness import (REPO, ROAD, Harness, accounted, image_msg, load_pairs,  # noqa: E402
-                         new_context, pipeline_with)
+                         new_context, ns, pipeline_with)
 from sensor_msgs.msg import Image  # noqa: E402
 
 from sgdfuse_ros.fusion.methods import MethodOutput  # noqa: E402
@@ -183,6 +183,29 @@ def test_pairs_older_than_max_latency_are_dropped_not_published(context, pair):
         # Published frames were all younger than the limit when they were ready.
         assert ages and all(t['age_fused'] <= 800.0 for t in ages), ages
         assert all(t['age_take'] <= t['age_fused'] <= t['age'] for t in ages)
+    finally:
+        h.close()
+
+
+def test_stamps_off_the_node_clock_count_from_arrival(context, pair):
+    """A bag replayed without /clock carries stamps of its recording day: stamp ages of days
+    must not drop every pair. Off by more than CLOCK_MISMATCH_S, max_latency counts from each
+    pair's arrival (and the node says so); the published header keeps the original stamp."""
+    from sgdfuse_ros.ros.fusion_node import CLOCK_MISMATCH_S
+
+    ir, vi = pair
+    thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
+    h = Harness(context, {'method': 'max', 'max_latency': 0.2})
+    try:
+        age = 3 * 24 * 3600.0  # recorded three days ago
+        assert age > CLOCK_MISMATCH_S
+        n = h.stream(thermal, rgb, 1.5, age=age)
+        assert h.wait_for(lambda: len(h.fused) >= 2, 3.0), h.node.counters()
+        assert h.settled(), h.node.counters()
+        c = h.node.counters()
+        assert c['pairs'] == n and c['dropped'].get('late_at_take', 0) == 0, c
+        now = h.tester.get_clock().now().nanoseconds
+        assert all(now - ns(m.header.stamp) > (age - 60) * 1e9 for _, m in h.fused)
     finally:
         h.close()
 

@@ -172,16 +172,14 @@ def test_detail_floor_adds_the_selected_finest_level():
         RefinerConfig(detail_floor=0.2)
 
 
-def test_steady_weights_and_sidecar():
+def test_shipped_student_is_the_steady_design_and_its_sidecar_holds():
     import json
 
     from sgdfuse_ros.core.hashing import sha256_file
     from sgdfuse_ros.core.paths import WEIGHTS_DIR
     from sgdfuse_ros.models.refiner import load_refiner
 
-    path = WEIGHTS_DIR / 'steady' / 'refiner_student.pt'
-    if not path.is_file():
-        pytest.skip('no steady weights')
+    path = WEIGHTS_DIR / 'refiner_student.pt'
     model, meta = load_refiner(path)
     cfg = model.config
     assert (cfg.antialias, cfg.maps, cfg.detail) == (True, 'bilinear', True)
@@ -195,5 +193,5 @@ def test_steady_weights_and_sidecar():
             if rows['full'][k] > rows['laplacian'][k]]
     assert len(wins) == 7, wins
     for name in ('no_sam', 'blind'):
-        _, vmeta = load_refiner(path.with_name(f'{name}.pt'))
+        _, vmeta = load_refiner(path.parent / 'ablation' / f'{name}.pt')
         assert vmeta['use_masks'] is False

@@ -7,6 +7,8 @@ import gc
 import json
 import os
 from pathlib import Path
+import subprocess
+import sys
 import weakref
 
 import numpy as np
@@ -174,6 +176,22 @@ def test_a_closed_backend_releases_its_session(exported):
     alone.close()
     gc.collect()
     assert solo() is None
+
+
+def test_set_threads_never_imports_torch():
+    """A runtime path that sets its threads must not load PyTorch for it (hundreds of MB): the
+    count goes to OMP_NUM_THREADS, which PyTorch reads if it is imported later."""
+    code = ('import os, sys\n'
+            'from sgdfuse_ros.runtime import set_threads\n'
+            'set_threads(1)\n'
+            'assert "torch" not in sys.modules, "set_threads imported torch"\n'
+            'assert os.environ["OMP_NUM_THREADS"] == "1"\n'
+            'import torch\n'
+            'assert torch.get_num_threads() == 1, torch.get_num_threads()\n')
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_set_threads_is_the_one_process_wide_setting(exported):

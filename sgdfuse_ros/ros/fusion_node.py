@@ -50,6 +50,10 @@ from .sync import SyncedSubscriptions
 
 #: Seconds between two log lines of one kind of error or drop.
 LOG_THROTTLE_S = 5.0
+#: A header stamp further than this (seconds) from the node's clock when the pair arrived is not
+#: on the node's clock: a bag replayed without ``/clock``, or a camera whose clock is not
+#: synchronised. ``max_latency`` then counts from the pair's arrival instead of its stamp.
+CLOCK_MISMATCH_S = 5.0
 
 
 @dataclass
@@ -318,7 +322,15 @@ class NodeFusion:
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         limit_ms = s.max_latency * 1e3
         t0 = time.monotonic()
-        age_take = (self._now_ns() - stamp_ns) / 1e6
+        ref_ns = stamp_ns  # what ages count from
+        skew_s = (pair.received_ns - stamp_ns) / 1e9
+        if abs(skew_s) > CLOCK_MISMATCH_S:
+            self._log('clock', 'warning',
+                      f"header stamps are {skew_s:.1f} s off this node's clock (a bag replayed "
+                      'without /clock, or a camera clock not synchronised): max_latency counts '
+                      "from each pair's arrival")
+            ref_ns = pair.received_ns
+        age_take = (self._now_ns() - ref_ns) / 1e6
         if limit_ms and age_take > limit_ms:
             self._drop('late_at_take', f'pair @ {stamp_ns / 1e9:.3f} was {age_take:.0f} ms old '
                                        f'when the worker took it (max_latency {s.max_latency:g}'
@@ -337,14 +349,14 @@ class NodeFusion:
         result = self.stream.push(
             thermal, visible, name=f'pair @ {header.stamp.sec}.{header.stamp.nanosec:09d}')
         t2 = time.monotonic()
-        age_fused = (self._now_ns() - stamp_ns) / 1e6
+        age_fused = (self._now_ns() - ref_ns) / 1e6
         if limit_ms and age_fused > limit_ms:
             self._drop('late_at_publish', f'pair @ {stamp_ns / 1e9:.3f} was {age_fused:.0f} ms '
                                           f'old when fused (max_latency {s.max_latency:g} s)')
             return
         self.pub_fused.publish(convert.numpy_to_image(result.image, s.output_encoding,
                                                       header=header))
-        age = (self._now_ns() - stamp_ns) / 1e6
+        age = (self._now_ns() - ref_ns) / 1e6
         if self.pub_ir_mask is not None and result.masks is not None:
             for pub, mask in zip((self.pub_ir_mask, self.pub_rgb_mask), result.masks):
                 pub.publish(convert.numpy_to_image(convert.float_to_mono8(mask), 'mono8',
@@ -354,7 +366,7 @@ class NodeFusion:
                                                        'mono8', header=header))
         t4 = time.monotonic()
         timings = dict(result.timings)  # the pipeline's stages, plus the node's own below
-        timings.update(age_receipt=(pair.received_ns - stamp_ns) / 1e6, age_take=age_take,
+        timings.update(age_receipt=(pair.received_ns - ref_ns) / 1e6, age_take=age_take,
                        queue_wait=(t0 - pair.enqueued) * 1e3, convert=(t1 - t0) * 1e3,
                        age_fused=age_fused, publish=(t4 - t2) * 1e3, node=(t4 - t0) * 1e3,
                        age=age)

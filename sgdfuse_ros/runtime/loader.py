@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from sgdfuse_ros.models.export_spec import ExportSpec
 from .backends import BACKENDS, Backend, build_backend, build_with_fallback, default_backend
-from .base import LOG, BackendError, default_engines_dir
+from .base import LOG, default_engines_dir
 from .export import ensure_onnx, find_graph, read_onnx_sidecar
 from .extras import RUNTIME_INSTALL, TorchRequired, require_torch, torch_available
 
@@ -105,14 +105,15 @@ def load_network(backend: str | None, *, module, spec: ExportSpec, digest: str, 
 
 def resolve_backend(backend: str | None) -> str:
     """The backend ``auto`` (or None) means here: TensorRT where it runs, else ONNX Runtime,
-    else PyTorch; never PyTorch where it is not installed (a one-line error naming the runtime
-    install instead). A named backend is returned as it is."""
+    else PyTorch; never PyTorch where it is not installed (a ``ModuleNotFoundError`` naming the
+    runtime install instead). A named backend is returned as it is."""
     if backend not in (None, 'auto'):
         return backend
     name = default_backend()
-    if name == 'torch' and not torch_available():
-        raise BackendError('auto', 'no inference runtime is installed (neither onnxruntime nor '
-                           f'torch): {RUNTIME_INSTALL}')
+    if name == 'torch' and not torch_available():  # an ImportError: commands print one line
+        raise ModuleNotFoundError('the networks need an inference runtime and none is installed '
+                                  f'(neither onnxruntime nor torch): {RUNTIME_INSTALL}',
+                                  name='onnxruntime')
     return name
 
 

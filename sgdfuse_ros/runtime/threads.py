@@ -10,8 +10,8 @@ sessions created afterwards.
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 
 _threads: int | None = None
 
@@ -25,9 +25,11 @@ def available_cores() -> int:
 
 
 def set_threads(n: int | None) -> None:
-    """Use ``n`` intra-op threads: PyTorch's (process-wide; only where torch is installed) and
-    the default of ONNX Runtime sessions created from now on. ``None`` returns the sessions'
-    default to the usable cores and leaves PyTorch as it is."""
+    """Use ``n`` intra-op threads: PyTorch's (process-wide) and the default of ONNX Runtime
+    sessions created from now on. ``None`` returns the sessions' default to the usable cores
+    and leaves PyTorch as it is. PyTorch is never imported for this (it costs hundreds of MB a
+    runtime path does not need): if it is loaded already its count is set now, otherwise
+    ``OMP_NUM_THREADS``, which PyTorch reads when it is first imported."""
     global _threads
     if n is None:
         _threads = None
@@ -35,10 +37,11 @@ def set_threads(n: int | None) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f'threads must be a positive integer, got {n!r}')
     _threads = n
-    if importlib.util.find_spec('torch') is not None:
-        import torch
-
+    torch = sys.modules.get('torch')
+    if torch is not None:
         torch.set_num_threads(n)
+    else:
+        os.environ['OMP_NUM_THREADS'] = str(n)
 
 
 def default_threads() -> int:

@@ -41,6 +41,7 @@ import time
 import numpy as np
 
 from sgdfuse_ros.ros.graph import qos_profile, ros_env_defaults
+from .timing import cpu_name
 
 
 def _percentiles(values) -> dict[str, float]:
@@ -51,15 +52,6 @@ def _percentiles(values) -> dict[str, float]:
             'p95': float(np.percentile(v, 95)), 'p99': float(np.percentile(v, 99)),
             'max': float(v.max()), 'mean': float(v.mean())}
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _load_pairs(data: Path | None, size: tuple[int, int], limit: int = 8):
@@ -184,7 +176,7 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
         'latency_ms': _percentiles(lat), 'model_ms': _percentiles(model),
         'node_cost_ms': _percentiles(own), 'stage_mean_ms': stages,
         'load_before': load_before, 'load_after': load_after,
-        'cpu': _cpu_name(), 'cpus': os.cpu_count(),
+        'cpu': cpu_name(), 'cpus': os.cpu_count(),
         'python': platform.python_version(),
     }
 

@@ -54,7 +54,7 @@ import time
 import numpy as np
 
 from sgdfuse_ros.core.imaging import parse_size
-from .timing import bench_frames, load_average
+from .timing import bench_frames, cpu_name, load_average
 
 #: Most memory samples whatever the duration.
 MAX_SAMPLES = 200
@@ -328,7 +328,7 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
     result.update(duration_s=duration, warmup_s=warmup, rate_hz=rate, node_nice=node_nice,
                   size=f'{size[0]}x{size[1]}', busy=busy, params=list(params or []),
                   trace=trace, executor_threads=executor_threads if trace else 1,
-                  cpu=_cpu_name(), cpus=os.cpu_count(), python=platform.python_version(),
+                  cpu=cpu_name(), cpus=os.cpu_count(), python=platform.python_version(),
                   node_log=str(err_path))
     return result
 
@@ -403,11 +403,12 @@ def _worst_gaps(received, first_stamp: int, history, count: int = 5) -> list[dic
     out = []
     for gap, start in gaps:
         end = start + gap
-        inside = [h for h in history if start <= h[0] <= end + 1_500_000_000]
         before = [h for h in history if h[0] < start]
-        entry = {'gap_ms': gap / 1e6, 'at_s': (start - arrivals[0]) / 1e9}
-        if inside and before:
-            a, b = before[-1], inside[-1]
+        after = [h for h in history if h[0] >= end]
+        entry = {'gap_ms': float(gap) / 1e6, 'at_s': float(start - arrivals[0]) / 1e9}
+        if before and after:  # the two /diagnostics messages around the gap
+            a, b = before[-1], after[0]
+            entry['window_ms'] = (b[0] - a[0]) / 1e6
             entry['published'] = b[1] - a[1]
             entry['dropped'] = {k: b[2].get(k, 0) - a[2].get(k, 0) for k in b[2]
                                 if b[2].get(k, 0) - a[2].get(k, 0)}
@@ -439,15 +440,6 @@ def _trace_breakdown(path: Path, receipts: dict[int, int]) -> dict:
             'steps': {n: percentiles(a[:, i]) for i, n in enumerate(names)},
             'slowest_1pct_mean': {n: float(slow[:, i].mean()) for i, n in enumerate(names)}}
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def format_report(r: dict) -> str:
@@ -499,11 +491,12 @@ def format_report(r: dict) -> str:
                   '| RSS MiB | ' + ' | '.join(f'{samples[k][1] or 0:.0f}' for k in picks)
                   + ' |']
     if r.get('worst_gaps'):
-        lines += ['', 'longest gaps between fused frames (what the node did meanwhile, from '
-                  'its /diagnostics around them):']
+        lines += ['', 'longest gaps between fused frames (what the node did meanwhile: its '
+                  '/diagnostics just before and after each):']
         for g in r['worst_gaps']:
             lines.append(f'  {g["gap_ms"]:.0f} ms at {g["at_s"]:.0f} s: '
-                         + (f'{g["published"]} published, dropped '
+                         + (f'over {g["window_ms"]:.0f} ms around it {g["published"]} '
+                            'published, dropped '
                             + (', '.join(f'{k} {v}' for k, v in g['dropped'].items()) or
                                'none') if 'published' in g else 'no diagnostics'))
     t = r.get('timeline')

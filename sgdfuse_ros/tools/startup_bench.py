@@ -41,6 +41,7 @@ import time
 import numpy as np
 
 from sgdfuse_ros.core.imaging import parse_size
+from .timing import cpu_name
 
 
 def venv_bytes(root: Path) -> int:
@@ -209,15 +210,7 @@ def measure_node(venv: Path, feeder: Feeder, *, steady: float, timeout: float = 
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {'cpu': cpu, 'cpus': os.cpu_count(), 'python': platform.python_version(),
+    return {'cpu': cpu_name(), 'cpus': os.cpu_count(), 'python': platform.python_version(),
             'load_average': [round(x, 2) for x in os.getloadavg()]}
 
 

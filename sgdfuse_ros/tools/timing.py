@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+import platform
 import resource
 import statistics
 import sys
@@ -53,3 +55,14 @@ def bench_frames(size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, st
     if not frames:
         raise FileNotFoundError(f'no sample pairs in {samples_dir()}')
     return frames
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``), for the machine line of a benchmark."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
