@@ -37,6 +37,8 @@ import tempfile
 import time
 from typing import Any
 
+from .timing import cpu_name
+
 #: The fleet of the projection: vehicles, hours recorded per day, pair rate.
 FLEET = {'vehicles': 100, 'hours': 24.0, 'rate_hz': 10.0}
 
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.work or Path(tempfile.mkdtemp(prefix='fleet-bench-'))
     cores = available_cores()
-    info = {'machine': f'{platform.processor() or platform.machine()}, {cores} cores',
+    info = {'machine': f'{cpu_name()}, {cores} cores',
             'python': platform.python_version(), 'load_before': _load(),
             'bags': args.bags, 'frames': args.frames, 'size': args.size}
     try:
