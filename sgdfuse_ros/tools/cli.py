@@ -70,7 +70,7 @@ COMMANDS: dict[str, Command] = {
         'colour merge), end-to-end fps and peak memory on the bundled sample pairs.'),
     'bag': Command(
         bag, 'run',
-        'rosbag2 tools: fuse a bag, play, record, make a sample bag',
+        'rosbag2 tools: fuse a bag or many (on Ray), play, record, make a sample bag',
         'Offline fusion of rosbag2 bags (mcap, sqlite3) and, with rclpy, playing and recording '
         'bags without the ros2 command.'),
     'masks': Command(
