@@ -239,6 +239,7 @@ def _raise_interrupt(signum, frame) -> None:
 def _run_graph(cfg: DemoConfig, sample, node_proc: _NodeProcess, live: _Live, out: Path) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
     from diagnostic_msgs.msg import DiagnosticArray
 
     from sgdfuse_ros.ros.bag_io import IMAGE
@@ -246,7 +247,9 @@ def _run_graph(cfg: DemoConfig, sample, node_proc: _NodeProcess, live: _Live, ou
     from sgdfuse_ros.ros.live import BagPlayer, BagRecorder
 
     context = rclpy.Context()
-    rclpy.init(context=context)
+    # rclpy's own signal handler would take Ctrl-C / SIGTERM from the demo's handlers (and
+    # whether it is installed depends on timing); the demo stops its graph itself.
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node('sgdfuse_demo', context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
