@@ -207,10 +207,12 @@ def run_demo(cfg: DemoConfig) -> int:
     live = _Live({}, {})
     code = 1
     # SIGTERM (a CI timeout, `kill`) cleans up like Ctrl-C: the node runs in its own session
-    # and would otherwise outlive the demo.
-    old_term = None
+    # and would otherwise outlive the demo. SIGINT is set too: a process started in the
+    # background of a script inherits it ignored.
+    old_handlers = {}
     if threading.current_thread() is threading.main_thread():
-        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        old_handlers = {sig: signal.signal(sig, _raise_interrupt)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
     node_proc = None
     try:
         node_proc = _NodeProcess(out / NODE_PARAMS, out / NODE_LOG)
@@ -220,8 +222,8 @@ def run_demo(cfg: DemoConfig) -> int:
         code = 130
     finally:
         rc = node_proc.stop() if node_proc is not None else None
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         if code == 0 and rc not in (0, None):
             print(f'sgdfuse demo: the node exited with status {rc}; see {out / NODE_LOG}',
                   file=sys.stderr)
