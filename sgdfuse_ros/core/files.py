@@ -134,3 +134,27 @@ def write_image(path: Path, img: np.ndarray) -> None:
         imaging.write_image(path, img)
     except OSError as exc:
         raise os_problem(path, exc, 'cannot write') from None
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None
+                       ) -> None:
+    """Write ``data`` to a temporary file beside ``path`` (``.NAME.*.tmp``), flush it to disk,
+    then rename: a reader sees the old file or the new one, never half of one. ``mode``: the
+    file's permissions (default: the temporary file's, owner only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        if mode is not None:
+            os.chmod(tmp, mode)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

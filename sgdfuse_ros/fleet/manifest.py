@@ -30,10 +30,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-import tempfile
 import time
 from typing import Any, Iterator
 
+from sgdfuse_ros.core.files import atomic_write_bytes
 from sgdfuse_ros.core.hashing import sha256_file
 
 MANIFEST_NAME = 'sgdfuse-manifest.json'
@@ -122,22 +122,8 @@ class Manifest:
 
     def save(self) -> None:
         """Write the manifest atomically (a temporary file in DIR, flushed, then renamed)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.sgdfuse-manifest-', suffix='.tmp', dir=self.out_dir)
-        try:
-            os.chmod(tmp, 0o644)
-            with os.fdopen(fd, 'w') as f:
-                json.dump(self.data, f, indent=1, sort_keys=True)
-                f.write('\n')
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_bytes(self.path, (json.dumps(self.data, indent=1, sort_keys=True)
+                                       + '\n').encode(), mode=0o644)
 
     def stale(self, name: str, options_key: str, fingerprint: dict[str, int]) -> str | None:
         """Why the finished output of ``name`` cannot be kept (``not finished``, ``options

@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable
 
 from .inputs import find_bags
-from .manifest import PARTIAL_DIR, Manifest, locked
+from .manifest import MANIFEST_NAME, PARTIAL_DIR, Manifest, locked
 from .options import FuseOptions
 from .plan import Job, plan
 from .summary import FleetSummary
@@ -407,7 +407,7 @@ def fuse_many(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     with locked(out_dir):
         manifest = Manifest.load(out_dir)
         shutil.rmtree(out_dir / PARTIAL_DIR, ignore_errors=True)  # a killed run's leftovers
-        for tmp in out_dir.glob('.sgdfuse-manifest-*.tmp'):
+        for tmp in out_dir.glob(f'.{MANIFEST_NAME}.*.tmp'):  # see atomic_write_bytes
             tmp.unlink(missing_ok=True)
         p = plan(found, out_dir, manifest, options, chunk_s=chunk_s, margin_s=margin_s,
                  overwrite=overwrite)

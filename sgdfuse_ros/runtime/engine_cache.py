@@ -23,10 +23,10 @@ import json
 import os
 from pathlib import Path
 import re
-import tempfile
 import time
 from typing import Callable, Iterator
 
+from sgdfuse_ros.core.files import atomic_write_bytes
 from sgdfuse_ros.core.hashing import sha256_file
 
 PRECISIONS = ('fp16', 'fp32')
@@ -185,25 +185,6 @@ def check_engine(engine_path: str | os.PathLike, key: EngineKey, *,
     if verify_hash and data.get('engine_sha256') != sha256_file(engine_path):
         return 'engine file hash does not match the sidecar (replaced or corrupted)'
     return None
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_engine(engine_path: str | os.PathLike, key: EngineKey, data: bytes,

@@ -42,11 +42,11 @@ import warnings
 
 import numpy as np
 
+from sgdfuse_ros.core.files import atomic_write_bytes
 from sgdfuse_ros.core.hashing import sha256_file
 from sgdfuse_ros.models.export_spec import ExportSpec
 from . import onnx_check
 from .base import default_engines_dir
-from .engine_cache import atomic_write_bytes
 from .onnx_passes import GRAPH_PASSES, probe_shapes
 
 SIDECAR_FORMAT = 'sgdfuse-onnx'
