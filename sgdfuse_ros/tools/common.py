@@ -4,6 +4,7 @@ of the pixel budget."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
 from sgdfuse_ros.core.budget import (DEFAULT_MAX_PIXELS, OVERSIZE_MODES, FrameTooLarge,
@@ -28,6 +29,17 @@ def progress(items, desc: str, enabled: bool = True, unit: str = 'pair'):
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return items
     return tqdm(items, desc=desc, unit=unit, file=sys.stderr)
+
+
+def given_options(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
+    """The options among ``keys`` given on the command line (unset ones keep the library's
+    defaults); paths as strings."""
+    opts = {}
+    for key in keys:
+        value = getattr(args, key, None)
+        if value is not None:
+            opts[key] = str(value) if isinstance(value, Path) else value
+    return opts
 
 
 def add_budget_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ import sys
 
 from sgdfuse_ros.core import files, imaging
 from sgdfuse_ros.core.budget import DEFAULT_MAX_PIXELS, FrameTooLarge
-from .common import add_budget_arguments, err, progress, too_large
+from .common import add_budget_arguments, err, given_options, progress, too_large
 
 #: Frame rate assumed for ``--sequence`` without ``--rate`` (Hz).
 DEFAULT_RATE = 10.0
@@ -66,11 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def method_options(args: argparse.Namespace) -> dict:
     """The method factory's options from the command line (``weights``, ``backend``...)."""
-    opts = {}
-    for key in ('weights', 'backend', 'steps'):
-        value = getattr(args, key, None)
-        if value is not None:
-            opts[key] = str(value) if isinstance(value, Path) else value
+    opts = given_options(args, ('weights', 'backend', 'steps'))
     if getattr(args, 'teacher', False):
         opts['teacher'] = True
     return opts

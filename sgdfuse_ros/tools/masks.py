@@ -24,7 +24,7 @@ import numpy as np
 from sgdfuse_ros.core import files, imaging
 from sgdfuse_ros.core.budget import FrameTooLarge, PixelBudget
 from sgdfuse_ros.masks.base import MaskResult, build_provider, provider_names
-from .common import add_budget_arguments, err, too_large
+from .common import add_budget_arguments, err, given_options, too_large
 
 IR_COLOUR = (255, 60, 40)
 VIS_COLOUR = (40, 230, 60)
@@ -137,12 +137,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def provider_options(args) -> dict:
     """:func:`build_provider` options from parsed arguments (unset ones keep their defaults)."""
-    opts = {}
-    for key in ('checkpoint', 'model_type', 'input_size', 'max_prompts', 'grid',
-                'points_per_side', 'backend', 'device', 'threads'):
-        value = getattr(args, key, None)
-        if value is not None:
-            opts[key] = str(value) if isinstance(value, Path) else value
+    opts = given_options(args, ('checkpoint', 'model_type', 'input_size', 'max_prompts', 'grid',
+                                'points_per_side', 'backend', 'device', 'threads'))
     if getattr(args, 'dense', False):
         opts['dense'] = True
     return opts
