@@ -14,7 +14,7 @@ from types import ModuleType
 
 from sgdfuse_ros.runtime.extras import TorchRequired
 from sgdfuse_ros.training import ablation
-from . import bag, bench, demo_command, export, fuse, masks, train
+from . import ament_prefix, bag, bench, demo_command, export, fuse, masks, train
 from . import eval as eval_command
 
 
@@ -84,6 +84,12 @@ COMMANDS: dict[str, Command] = {
         "the paper's ablation table (and mask robustness)",
         'Score the full method, its ablations (without SAM, single stage, without diffusion, '
         'without HFAH) and the full method with eroded / dilated masks on folders of pairs.'),
+    'ament-prefix': Command(
+        ament_prefix, 'run',
+        'make this pip install findable by ros2 launch / ros2 run (an ament prefix)',
+        'Write an ament prefix (index entry, share/sgdfuse_ros with the launch and config '
+        'files, lib/sgdfuse_ros node executables run by this interpreter) for a pip-installed '
+        'sgdfuse_ros; put it on AMENT_PREFIX_PATH. A colcon build needs none.'),
 }
 
 
