@@ -4,7 +4,7 @@
     ros2 launch sgdfuse_ros sgdfuse.launch.py params_file:=/path/my.yaml use_sim_time:=true \
         thermal_topic:=/flir/image_raw rgb_topic:=/cam/image_raw fused_topic:=/fused \
         rviz:=true
-    ros2 launch sgdfuse_ros sgdfuse.launch.py managed:=true autostart:=true
+    ros2 launch sgdfuse_ros sgdfuse.launch.py managed:=true autostart:=false
 
 Arguments:
   params_file   node parameters (default: this package's config/sgdfuse.yaml)
@@ -15,13 +15,15 @@ Arguments:
   dds_profile   Fast DDS profile given to the node (FASTRTPS_DEFAULT_PROFILES_FILE and
                 FASTDDS_DEFAULT_PROFILES_FILE); default: config/fastdds_shm.xml. Camera drivers
                 publishing large images should use the same profile.
-  rviz          also start rviz2 with config/sgdfuse.rviz
+  rviz          also start rviz2 with config/sgdfuse.rviz (where rviz2 is not installed the
+                launch fails before it starts the node)
   log_level     the node's log level
   managed       start sgdfuse_lifecycle_node, the managed (lifecycle) node, instead of
-                sgdfuse_node: it waits unconfigured for configure / activate on its lifecycle
-                services (ros2 lifecycle set /sgdfuse configure), as a vehicle stack's
-                lifecycle manager drives it
-  autostart     with managed:=true, configure and then activate it at launch
+                sgdfuse_node; it is driven through its lifecycle services (ros2 lifecycle set
+                /sgdfuse deactivate, cleanup, configure, activate)
+  autostart     with managed:=true (default true): configure and then activate it at launch,
+                so that it fuses without a lifecycle manager; false: it waits unconfigured for
+                configure / activate, as a vehicle stack's lifecycle manager drives it
   launch_prefix a command the node runs under, e.g. 'nice -n -5' (more CPU for the fusion on a
                 contended computer: docs/benchmarks.md, "Node under load"; a negative nice
                 needs root or CAP_SYS_NICE) or 'taskset -c 2,3'
@@ -71,8 +73,9 @@ def generate_launch_description():
                               description='Log level of the node'),
         DeclareLaunchArgument('managed', default_value='false',
                               description='Start the managed (lifecycle) node instead'),
-        DeclareLaunchArgument('autostart', default_value='false',
-                              description='managed:=true: configure and activate at launch'),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='managed:=true: configure and activate at launch '
+                                          '(false: wait for a lifecycle manager)'),
         DeclareLaunchArgument('launch_prefix', default_value='',
                               description="Command the node runs under, e.g. 'nice -n -5'"),
     ]
@@ -118,4 +121,6 @@ def generate_launch_description():
         additional_env={'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
                         'FASTDDS_DEFAULT_PROFILES_FILE': profile},
     )
-    return LaunchDescription(args + [node, lifecycle, activate, configure, rviz])
+    # rviz first: when rviz2 is not installed the launch fails at this action, before any node
+    # is started (a failure after the nodes started would leave them running, orphaned).
+    return LaunchDescription(args + [rviz, node, lifecycle, activate, configure])

@@ -62,3 +62,25 @@ def test_shipped_test_pairs_are_registered_small_and_attributed():
             assert stem in readme, f'{name}/{p.name} is not listed in {root / "README.md"}'
             total += p.ir.stat().st_size + p.vis.stat().st_size
     assert total < 4e6, f'{total / 1e6:.1f} MB of test pairs'
+
+
+def test_ament_prefix_names_the_console_scripts_of_the_nodes(monkeypatch, tmp_path):
+    """``sgdfuse ament-prefix`` writes what ``ros2 launch`` looks for: the index entry, the
+    share files and one executable per node console script of setup.py, run by this Python."""
+    import sys
+
+    from sgdfuse_ros.tools.ament_prefix import EXECUTABLES, write_prefix
+
+    console = dict(c.replace(' ', '').split('=') for c in
+                   _setup_kwargs(monkeypatch)['entry_points']['console_scripts'])
+    nodes = {name: target.split(':')[0] for name, target in console.items()
+             if name.endswith('_node')}
+    assert nodes == EXECUTABLES
+    prefix = write_prefix(tmp_path / 'prefix')
+    assert (prefix / 'share/ament_index/resource_index/packages/sgdfuse_ros').is_file()
+    for rel in ('package.xml', 'launch/sgdfuse.launch.py', 'config/sgdfuse.yaml'):
+        assert (prefix / 'share/sgdfuse_ros' / rel).is_file(), rel
+    for name in EXECUTABLES:
+        exe = prefix / 'lib/sgdfuse_ros' / name
+        assert exe.stat().st_mode & 0o111
+        assert exe.read_text().startswith(f'#!{sys.executable}\n')

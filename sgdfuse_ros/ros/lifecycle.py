@@ -49,6 +49,10 @@ class SgdfuseLifecycleNode(FusionNodeMixin, LifecycleNode):
             self.fusion.shutdown()
             LifecycleNode.destroy_node(self)
             raise ParameterError('invalid parameters: ' + '; '.join(problems))
+        self.get_logger().info(
+            f'unconfigured: waiting for configure, then activate (ros2 lifecycle set '
+            f'{self.get_fully_qualified_name()} configure; the launch file does both unless '
+            'autostart:=false)')
 
     def _transition(self, name: str, step) -> TransitionCallbackReturn:
         """Run one step of :class:`NodeFusion`; a failure is logged as one line and fails the
@@ -74,8 +78,10 @@ class SgdfuseLifecycleNode(FusionNodeMixin, LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = self._transition('activate', self.fusion.activate)
-        return super().on_activate(state) if result == TransitionCallbackReturn.SUCCESS \
-            else result
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        self.get_logger().info('active: fusing')
+        return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = self._transition('deactivate', self.fusion.deactivate)
