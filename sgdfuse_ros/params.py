@@ -118,6 +118,10 @@ def _topic_name(value: str) -> str | None:
     return None if value.strip() and ' ' not in value else f'is not a topic name: {value!r}'
 
 
+def _topic_or_empty(value: str) -> str | None:
+    return None if not value else _topic_name(value)
+
+
 def _not_empty(value: str) -> str | None:
     return None if value.strip() else 'must not be empty'
 
@@ -141,7 +145,12 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     'topics': ('Topics (remapping with --ros-args -r /thermal/image_raw:=/my/topic works too)',
                ()),
     'sync': ('Synchronization (message_filters ApproximateTimeSynchronizer semantics)', ()),
-    'qos': ('QoS of the image subscriptions and publishers', ()),
+    'qos': ('QoS of the image subscriptions and publishers', (
+        'Per topic, the ROS 2 overrides win over these (read when the node creates the',
+        'topic; named by the topic as remapped), e.g.',
+        'qos_overrides./fused/image_raw.publisher.reliability (.depth, .history) or',
+        'qos_overrides./rgb/image_raw.subscription.reliability. REP 2003: camera drivers',
+        'publish reliable, consumers (this node) subscribe best effort.')),
     'method': ('Fusion method and models', ()),
     'masks': ('Semantic masks (methods that use them)', ()),
     'gain': ('Thermal gain (16-bit / float thermal input)', ()),
@@ -170,6 +179,11 @@ PARAMETERS: tuple[Param, ...] = (
           note='true: sensor_msgs/CompressedImage (PNG for 16-bit)'),
     Param('rgb_compressed', 'bool', False, 'Subscribe to sensor_msgs/CompressedImage on '
           'rgb_topic.', 'topics', note='true: sensor_msgs/CompressedImage (JPEG, PNG)'),
+    Param('camera_info_topic', 'str', '', 'sensor_msgs/CameraInfo of the RGB camera (empty = '
+          'camera_info beside rgb_topic as remapped, e.g. /rgb/camera_info). Republished with '
+          "each fused frame's header on camera_info beside fused_topic, scaled to the fused "
+          'image; none without an incoming one.', 'topics', check=_topic_or_empty,
+          note='empty: camera_info beside rgb_topic (/rgb/camera_info)'),
     Param('sync_slop', 'float', 0.05, 'Approximate time sync: largest stamp difference (s) '
           'between the thermal and RGB frame of one pair.', 'sync', low=0.0, low_open=True,
           unit='s', note='s; largest stamp difference inside one thermal/RGB pair'),
@@ -253,6 +267,12 @@ PARAMETERS: tuple[Param, ...] = (
           note="rgb8 (RGB frame's colour restored) | mono8 (fused luma)"),
     Param('publish_masks', 'bool', False, 'Also publish the semantic masks (mono8) on ~/ir_mask '
           'and ~/rgb_mask.', 'output', note='~/ir_mask and ~/rgb_mask (mono8)'),
+    Param('publish_compressed', 'bool', False, 'Also publish each fused image (and the masks '
+          'when published) as sensor_msgs/CompressedImage (JPEG) on <topic>/compressed, the '
+          'image_transport name rviz and Foxglove read.', 'output',
+          note="JPEG on <fused_topic>/compressed (and the masks')"),
+    Param('jpeg_quality', 'int', 90, 'JPEG quality of the compressed output (1-100).', 'output',
+          low=1, high=100, note='1-100, publish_compressed'),
     Param('publish_f1', 'bool', False, 'Also publish the stage-1 fused image F1 (mono8) on ~/f1 '
           'for methods that have one.', 'output',
           note='~/f1: stage-1 fused image (mono8), methods that have one'),

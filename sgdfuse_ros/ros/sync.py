@@ -29,12 +29,15 @@ class SyncedSubscriptions:
     while holding its lock, so an exception there would stop synchronization).
     ``callback_group``: the rclpy callback group of the subscriptions (None: the node's
     default), so a multi-threaded executor never queues them behind the node's other callbacks.
+    ``qos``: a profile, or a function that makes a new one per subscription (with
+    ``qos_overriding_options`` rclpy changes the profile it is given to the overrides of that
+    topic's ``qos_overrides.<topic>.subscription.*`` parameters).
     """
 
     def __init__(self, node, topics: Sequence[tuple[type, str]], qos, *, queue_size: int,
                  slop: float, callback: Callable[..., None], backend: str = 'auto',
                  on_error: Callable[[BaseException], None] | None = None,
-                 callback_group=None):
+                 callback_group=None, qos_overriding_options=None):
         if backend not in SYNC_BACKENDS:
             raise ValueError(f'sync backend must be one of {SYNC_BACKENDS}, got {backend!r}')
         if backend == 'auto':
@@ -47,10 +50,13 @@ class SyncedSubscriptions:
         self._last_arrival: list[float | None] = [None] * len(topics)
         self._node = node
         group = {} if callback_group is None else {'callback_group': callback_group}
+        if qos_overriding_options is not None:
+            group['qos_overriding_options'] = qos_overriding_options
+        profile = qos if callable(qos) else (lambda: qos)
         if backend == 'message_filters':
             import message_filters
-            self._filters = [message_filters.Subscriber(node, msg_type, topic, qos_profile=qos,
-                                                        **group)
+            self._filters = [message_filters.Subscriber(node, msg_type, topic,
+                                                        qos_profile=profile(), **group)
                              for msg_type, topic in topics]
             self._sync = message_filters.ApproximateTimeSynchronizer(
                 fs=self._filters, queue_size=queue_size, slop=slop, allow_headerless=False)
@@ -62,7 +68,7 @@ class SyncedSubscriptions:
             self._sync = None
             self._subscriptions = [
                 node.create_subscription(msg_type, topic, functools.partial(self._on_msg, i),
-                                         qos, **group)
+                                         profile(), **group)
                 for i, (msg_type, topic) in enumerate(topics)]
 
     @property
@@ -122,4 +128,39 @@ class SyncedSubscriptions:
         self._subscriptions = []
 
 
-__all__ = ['SyncedSubscriptions']
+class LatestMessage:
+    """Subscribe to ``topic`` and keep only its newest message, e.g. the ``camera_info``
+    beside an image stream. The callback only stores it (it never raises); ``kwargs`` go to
+    ``create_subscription`` (``callback_group``, ``qos_overriding_options``)."""
+
+    def __init__(self, node, msg_type: type, topic: str, qos, **kwargs):
+        self._node = node
+        self._latest = None
+        self.received = 0
+        self.subscription = node.create_subscription(msg_type, topic, self._store, qos,
+                                                     **kwargs)
+
+    def _store(self, msg) -> None:
+        self._latest = msg
+        self.received += 1
+
+    @property
+    def latest(self):
+        """The newest message, or None before the first."""
+        return self._latest
+
+    @property
+    def topic_name(self) -> str:
+        return self.subscription.topic_name if self.subscription is not None else ''
+
+    def destroy(self) -> None:
+        """Destroy the subscription; harmless twice."""
+        if self.subscription is not None:
+            try:
+                self._node.destroy_subscription(self.subscription)
+            except Exception:  # noqa: BLE001 - already gone at shutdown
+                pass
+            self.subscription = None
+
+
+__all__ = ['LatestMessage', 'SyncedSubscriptions']
