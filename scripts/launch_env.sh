@@ -9,7 +9,8 @@
 #                           and its ros extra installed (default: $SGDFUSE_VENV/bin/python, else
 #                           .venv/bin/python)
 #   SGDFUSE_ROS_SRC         the sources (default: ../shared/ros-src beside the checkout)
-#   SGDFUSE_LAUNCH_ENV      where to build (default: .cache/launch-env)
+#   SGDFUSE_LAUNCH_ENV      where to build (default: .cache/launch-env/<the venv's folder name>,
+#                           one per venv: the message package is built for its Python)
 #
 # It writes, under SGDFUSE_LAUNCH_ENV:
 #   site/     launch, launch_xml, launch_yaml (from their source folders; the PyPI project named
@@ -29,7 +30,6 @@ ROOT=$PWD
 
 PY=${1:-${SGDFUSE_VENV:-.venv}/bin/python}
 SRC=${SGDFUSE_ROS_SRC:-$ROOT/../shared/ros-src}
-OUT=${SGDFUSE_LAUNCH_ENV:-$ROOT/.cache/launch-env}
 TARBALLS=(launch-jazzy.tar.gz launch_ros-jazzy.tar.gz composition_interfaces-jazzy.tar.gz)
 #: The rosidl/ament tool chain for generating a message package, with what the wheels use
 #: but do not declare.
@@ -55,16 +55,18 @@ for tool in cmake c++ cc; do
   command -v "$tool" >/dev/null || { say "needs $tool (sudo apt-get install cmake g++)"; exit 1; }
 done
 PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
+venv_name=$(basename "$("$PY" -c 'import sys; print(sys.prefix)')")
+OUT=${SGDFUSE_LAUNCH_ENV:-$ROOT/.cache/launch-env/$venv_name}
 pyver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 
 stamp="$OUT/.built"
-want=$( (cat "$0" scripts/launch_env/*.cmake; sha256sum "${TARBALLS[@]/#/$SRC/}" | cut -c1-64;
+want=$( (cat "$ROOT/scripts/launch_env.sh" "$ROOT"/scripts/launch_env/*.cmake; sha256sum "${TARBALLS[@]/#/$SRC/}" | cut -c1-64;
          echo "$PY $pyver") | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 say "building in $OUT (about a minute)"
-rm -rf "$OUT"
+rm -rf "$OUT/site" "$OUT/prefix" "$OUT/build" "$OUT/src" "$OUT/cmake-build" "$OUT/env.sh" "$stamp"
 mkdir -p "$OUT/src"
 for f in "${TARBALLS[@]}"; do tar -xzf "$SRC/$f" -C "$OUT/src"; done
 find_src() { find "$OUT/src" -mindepth 1 -maxdepth 3 -type d -name "$1" | head -n 1; }

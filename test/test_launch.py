@@ -6,8 +6,8 @@ comes out; each launch is stopped with SIGINT, as Ctrl-C stops ``ros2 launch``, 
 no process behind.
 
 launch, launch_ros and composition_interfaces are not on PyPI: ``scripts/launch_env.sh``
-builds them from ``../shared/ros-src`` (cached in ``.cache/launch-env``, about a minute the
-first time). Without those sources the tests skip, naming them.
+builds them from ``../shared/ros-src`` (cached in ``.cache/launch-env/<venv>``, about a
+minute the first time). Without those sources the tests skip, naming them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ pytest.importorskip('rclpy', reason='the launch tests need rclpy (the ros extra)
 
 REPO = Path(__file__).resolve().parents[1]
 ROS_SRC = Path(os.environ.get('SGDFUSE_ROS_SRC', REPO.parent / 'shared' / 'ros-src'))
-LAUNCH_ENV = Path(os.environ.get('SGDFUSE_LAUNCH_ENV', REPO / '.cache' / 'launch-env'))
+#: One per venv (scripts/launch_env.sh builds a message package for this Python).
+LAUNCH_ENV = Path(os.environ.get('SGDFUSE_LAUNCH_ENV',
+                                 REPO / '.cache' / 'launch-env' / Path(sys.prefix).name))
 TOPICS = {'thermal_topic': '/launch_test/thermal', 'rgb_topic': '/launch_test/rgb',
           'fused_topic': '/launch_test/fused'}
 
