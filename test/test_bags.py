@@ -601,3 +601,31 @@ def test_demo_stops_its_node_when_interrupted(tmp_path, sig):
     assert 'interrupted; stopping the node' in out and 'Traceback' not in out, out
     ps = subprocess.run(['ps', '-eo', 'args'], capture_output=True, text=True).stdout
     assert str(tmp_path / 'demo' / 'node_params.yaml') not in ps
+
+
+def test_fuse_cli_writes_compressed_fused_frames(tmp_path, capsys):
+    """bag fuse --compressed: each fused frame also as JPEG on <fused>/compressed, with its
+    header; a node parameter file with qos_overrides (ROS's own parameters) is accepted."""
+    info = sample(tmp_path, frames=4, thermal_size=(80, 64))
+    yaml_file = tmp_path / 'node.yaml'
+    yaml_file.write_text('/**:\n  ros__parameters:\n    jpeg_quality: 80\n    qos_overrides:\n'
+                         '      /fused/image_raw:\n        publisher:\n'
+                         '          reliability: reliable\n')
+    code, _, err = run_cli(['bag', 'fuse', info.path, tmp_path / 'out', '--params', yaml_file,
+                            info.params_file, '--method', 'mean', '--compressed', '--quiet'],
+                           capsys)
+    assert code == 0, err
+    meta = bag_io.bag_info(tmp_path / 'out')['topics']
+    assert meta['/fused/image_raw/compressed'] == ('sensor_msgs/msg/CompressedImage', 4)
+    msgs = by_topic(tmp_path / 'out', ['/fused/image_raw', '/fused/image_raw/compressed'])
+    for (log_raw, raw), (log_jpeg, jpeg) in zip(msgs['/fused/image_raw'],
+                                                msgs['/fused/image_raw/compressed']):
+        assert log_raw == log_jpeg and bag_io.stamp_ns(raw) == bag_io.stamp_ns(jpeg)
+        assert jpeg.header.frame_id == raw.header.frame_id
+        assert jpeg.format == 'rgb8; jpeg compressed bgr8'
+        img = cv2.imdecode(np.asarray(jpeg.data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+        want = np.asarray(raw.data, np.uint8).reshape(raw.height, raw.width, 3)
+        assert np.abs(img.astype(int) - want).mean() < 4.0
+    code, _, err = run_cli(['bag', 'fuse', info.path, tmp_path / 'out2', '--method', 'mean',
+                            '--compressed', '--jpeg-quality', '0', '--quiet'], capsys)
+    assert code == 2 and 'jpeg_quality must be in [1, 100]' in err

@@ -28,6 +28,7 @@ from . import convert
 from .bag_io import (COMPRESSED, IMAGE, IMAGE_TYPES, BagError, BagReader, copy_connection,
                      discard_output, image_message, open_writer, progress_bar, stamp_ns,
                      typestore)
+from .outputs import jpeg_bytes
 
 #: Frames dropped because their message could not be decoded (a corrupt record).
 UNDECODABLE = 'undecodable'
@@ -149,6 +150,7 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
              storage: str | None = None, output_encoding: str | None = None,
              mask_rate: float = DEFAULTS['mask_rate'], mask_max_age: float | None = None,
              thermal_nonfinite: str = DEFAULTS['thermal_nonfinite'],
+             compressed_quality: int | None = None,
              progress: bool = True) -> FuseSummary:
     """Fuse every thermal/RGB pair of a bag into a new bag.
 
@@ -164,6 +166,9 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
     later frame, when the node could have fused it. The original topics are copied unless
     ``only_fused``. ``thermal_nonfinite``: the node's policy for NaN or infinite pixels of
     float thermal frames (``replace`` or ``reject``, see :func:`.convert.thermal_frame`).
+    ``compressed_quality``: also write each fused frame as a JPEG ``sensor_msgs/CompressedImage``
+    of that quality (1-100) on ``<fused_topic>/compressed``, as the node's
+    ``publish_compressed`` does.
 
     Raises :class:`BagError` (and leaves no output) when the input cannot be read, lacks a
     topic, has a topic of the wrong type, or no pair was fused. Pairs that fail individually
@@ -179,6 +184,8 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
                        f'{", ".join(convert.NONFINITE_POLICIES)}, got {thermal_nonfinite!r}')
     if output_encoding not in (None, 'rgb8', 'mono8'):
         raise BagError(f'output encoding must be rgb8 or mono8, got {output_encoding!r}')
+    if compressed_quality is not None and not 1 <= compressed_quality <= 100:
+        raise BagError(f'JPEG quality must be in [1, 100], got {compressed_quality}')
     matcher_args = dict(queue_size=queue_size, slop=slop)
     ApproximateMatcher(**matcher_args)  # validates slop / queue_size before any work
     if out_path.exists():
@@ -212,9 +219,12 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
                        for t in (thermal_topic, rgb_topic)})
         writer = open_writer(out_path, out_storage)
         rgb_conn = next(c for c in reader.connections if c.topic == rgb_topic)
-        fused_conn = writer.add_connection(
-            fused_topic, IMAGE, typestore=ts,
-            offered_qos_profiles=list(getattr(rgb_conn.ext, 'offered_qos_profiles', []) or []))
+        fused_qos = list(getattr(rgb_conn.ext, 'offered_qos_profiles', []) or [])
+        fused_conn = writer.add_connection(fused_topic, IMAGE, typestore=ts,
+                                           offered_qos_profiles=fused_qos)
+        jpeg_conn = None if compressed_quality is None else writer.add_connection(
+            f'{fused_topic}/compressed', COMPRESSED, typestore=ts,
+            offered_qos_profiles=fused_qos)
         out_conns: dict[int, Any] = {}
         if not only_fused:
             made_for: dict[tuple[str, str], Any] = {}
@@ -281,6 +291,11 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
                         image = np.repeat(image[:, :, None], 3, axis=2)
                     out_msg = image_message(image, enc, rgb_msg.header)
                     writer.write(fused_conn, log_ns, ts.serialize_cdr(out_msg, IMAGE))
+                    if jpeg_conn is not None:
+                        data, fmt = jpeg_bytes(image, compressed_quality)
+                        jpeg = ts.types[COMPRESSED](header=rgb_msg.header, format=fmt,
+                                                    data=np.frombuffer(data, np.uint8))
+                        writer.write(jpeg_conn, log_ns, ts.serialize_cdr(jpeg, COMPRESSED))
                     summary.pairs_fused += 1
                     summary.fuse_ms.append(fuse_ms)
                 if bar is not None:

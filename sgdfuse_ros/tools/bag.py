@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument('input', type=Path, metavar='IN', help='input bag (folder, .mcap or .db3)')
     f.add_argument('output', type=Path, metavar='OUT', help='output bag folder (must not exist)')
     add_fuse_options(f)
+    f.add_argument('--compressed', action='store_true',
+                   help='also write the fused frames as JPEG sensor_msgs/CompressedImage on '
+                   '<fused topic>/compressed (as publish_compressed: true in --params does)')
+    f.add_argument('--jpeg-quality', type=int, metavar='Q',
+                   help=f'JPEG quality 1-100 (default {DEFAULTS["jpeg_quality"]}, or jpeg_quality '
+                   'of --params)')
     add_fuse_many_parser(sub, add_fuse_options)
 
     p = sub.add_parser(
@@ -157,6 +163,7 @@ def _fuse_settings(args):
     except ValueError as exc:
         raise BagError(str(exc)) from exc
     values.pop('use_sim_time', None)
+    values = {k: v for k, v in values.items() if not k.startswith('qos_overrides.')}
     overrides = {'thermal_topic': args.thermal_topic, 'rgb_topic': args.rgb_topic,
                  'fused_topic': args.fused_topic, 'sync_slop': args.slop,
                  'sync_queue_size': args.queue_size, 'method': args.method,
@@ -164,7 +171,9 @@ def _fuse_settings(args):
                  'mask_provider': args.mask_provider,
                  'mask_checkpoint': str(args.mask_checkpoint) if args.mask_checkpoint else None,
                  'homography': list(args.homography) if args.homography else None,
-                 'output_encoding': args.output_encoding}
+                 'output_encoding': args.output_encoding,
+                 'publish_compressed': True if getattr(args, 'compressed', False) else None,
+                 'jpeg_quality': getattr(args, 'jpeg_quality', None)}
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return validate_settings(values)
@@ -197,6 +206,7 @@ def _fuse(args) -> int:
                            pipeline=pipeline, storage=args.storage, output_encoding=encoding,
                            mask_rate=s.mask_rate, mask_max_age=s.mask_max_age_s,
                            thermal_nonfinite=s.thermal_nonfinite,
+                           compressed_quality=s.jpeg_quality if s.publish_compressed else None,
                            progress=not (args.quiet or args.json))
     except ValueError as exc:  # slop / queue size
         _err(str(exc))
