@@ -89,6 +89,20 @@ def test_jpeg_bytes_round_trip_and_formats():
         jpeg_bytes(rgb.astype(np.float32), 90)
 
 
+def test_bench_times_the_jpeg_output(capsys):
+    import json
+
+    from sgdfuse_ros.tools.cli import main
+
+    argv = ['bench', '--method', 'laplacian', '--size', '160x128', '--frames', '3', '--warmup',
+            '1', '--threads', '1', '--json']
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['jpeg_ms'] is None
+    assert main([*argv, '--jpeg', '90']) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res['jpeg_ms'] > 0 and 'jpeg' in res['p95_ms']
+
+
 def test_output_parameters_are_checked():
     s = validate_settings({})
     assert (s.camera_info_topic, s.publish_compressed, s.jpeg_quality) == ('', False, 90)

@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 
 from sgdfuse_ros.core.imaging import parse_size
+from sgdfuse_ros.ros.outputs import jpeg_bytes
 from sgdfuse_ros.runtime.backends import BACKEND_NAMES, default_backend
 from sgdfuse_ros.runtime.threads import available_cores, set_threads
 from .timing import bench_frames, load_average, peak_rss_mb, time_stats
 
 #: Pipeline timing keys reported as stages.
-STAGES = ('thermal', 'color', 'stage1', 'masks', 'refiner', 'merge', 'total')
+STAGES = ('thermal', 'color', 'stage1', 'masks', 'refiner', 'merge', 'total', 'jpeg')
 
 
 def add_arguments(p) -> None:
@@ -74,6 +75,9 @@ def add_arguments(p) -> None:
     p.add_argument('--mask-checkpoint', type=Path, help='SAM / MobileSAM checkpoint')
     p.add_argument('--mask-frames', type=int, default=3,
                    help='provider calls timed alone before the run (default 3)')
+    p.add_argument('--jpeg', type=int, metavar='QUALITY',
+                   help="also time the JPEG of each fused frame, the node's compressed output "
+                   '(publish_compressed with jpeg_quality QUALITY); not in the total')
     p.add_argument('--json', action='store_true', help='print one JSON object')
     p.add_argument('--variants', action='store_true',
                    help='instead: time stage 1 under graph/layout choices (NHWC, graph '
@@ -178,7 +182,8 @@ class _Loop:
     worker_stats: dict[str, Any] | None = None
 
 
-def _timed_loop(pipe, pairs, worker, cached, *, warmup: int, frames: int, method: str) -> _Loop:
+def _timed_loop(pipe, pairs, worker, cached, *, warmup: int, frames: int, method: str,
+                jpeg_quality: int | None = None) -> _Loop:
     """Warm up, then fuse ``frames`` pairs, masks from the worker (or the cached ones)."""
     loop = _Loop()
     masks = None
@@ -207,6 +212,10 @@ def _timed_loop(pipe, pairs, worker, cached, *, warmup: int, frames: int, method
             loop.timings['masks'].append(t.get('resize', 0.0))  # reused: at most a resize
         if 'refiner' not in t and method == 'sgdfuse' and 'stage1' in t:
             loop.timings['refiner'].append(t['fuse'] - t['stage1'])
+        if jpeg_quality:
+            tj = time.perf_counter()
+            jpeg_bytes(res.image, jpeg_quality)
+            loop.timings['jpeg'].append((time.perf_counter() - tj) * 1e3)
     loop.wall, loop.cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     if worker is not None:
         refreshes = worker.refreshes - refreshes0
@@ -237,7 +246,8 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
               refiner_weights: str | os.PathLike | None = None,
               refiner_backend: str | None = None,
               engines_dir: str | os.PathLike | None = None,
-              method_options: dict[str, Any] | None = None) -> dict[str, Any]:
+              method_options: dict[str, Any] | None = None,
+              jpeg_quality: int | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the result object (see the module docstring).
 
     ``mask_worker``: a mask provider run by a :class:`~sgdfuse_ros.masks.MaskWorker` thread at
@@ -251,6 +261,8 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
     makes untrained ones of both where none are installed). ``refiner_backend`` (default:
     ``backend``) runs the refiner's K-step sampler as one graph on that backend (``torch``: the
     method's own PyTorch sampler). Sets the process's runtime threads to ``threads``.
+    ``jpeg_quality``: also time the JPEG of each fused frame (``jpeg_ms``), as the node's
+    ``publish_compressed`` makes it.
     """
     from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 
@@ -294,7 +306,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
                     name = mask_provider if mask_worker in ('auto', None) else mask_worker
                     worker = _start_worker(name, mask_options, mask_rate_hz)
             loop = _timed_loop(pipe, pairs, worker, cached, warmup=warmup, frames=frames,
-                               method=method)
+                               method=method, jpeg_quality=jpeg_quality)
             detail = _stage1_detail(pipe, backend)
             report = pipe.method.backend_report()
         finally:
@@ -316,6 +328,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         'peak_rss_mb': round(peak_rss_mb(), 1), 'backend': backend, 'size': f'{w}x{h}',
         'method': method, 'frames': frames, 'threads': threads,
         'thermal_ms': med('thermal'), 'color_ms': med('color'), 'merge_ms': med('merge'),
+        'jpeg_ms': med('jpeg'),
         'p95_ms': {k: round(v['p95'], 2) for k, v in stats.items() if v},
         'mask_worker': worker_name,
         'mask_worker_ms': None if beside is None else round(beside, 1),
@@ -335,7 +348,8 @@ def format_table(res: dict[str, Any]) -> str:
     """A readable per-stage table of a :func:`run_bench` result."""
     rows = [('thermal preprocessing', 'thermal'), ('colour split', 'color'),
             ('stage 1', 'stage1'), ('masks (reused)', 'masks'), ('refiner', 'refiner'),
-            ('colour merge', 'merge'), ('per-frame total', 'total')]
+            ('colour merge', 'merge'), ('per-frame total', 'total'),
+            ('JPEG (compressed output)', 'jpeg')]
     p95 = res.get('p95_ms', {})
     lines = [f'sgdfuse bench: {res["method"]} on {res["backend"]} at {res["size"]}, '
              f'{res["frames"]} frames, {res["threads"]} threads, load average '
@@ -385,7 +399,7 @@ def run_bench_command(args) -> int:
                         refiner_weights=args.refiner_weights,
                         refiner_backend=args.refiner_backend,
                         mask_options={'checkpoint': str(args.mask_checkpoint)}
-                        if args.mask_checkpoint else None)
+                        if args.mask_checkpoint else None, jpeg_quality=args.jpeg)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f'sgdfuse: error: {exc}', file=sys.stderr)
         return 2
