@@ -21,6 +21,8 @@
 #             AMENT_PREFIX_PATH, prefix/lib on LD_LIBRARY_PATH and its site-packages on
 #             PYTHONPATH
 #   build/    a venv holding that tool chain (the wheels do not declare all they need)
+#   colcon/   colcon with its ROS extension (put it on PYTHONPATH for `python -m colcon build`:
+#             the tests build the package with it, as a ROS workspace does)
 #   env.sh    the variables above, to source
 # The package itself needs an ament prefix too: `sgdfuse ament-prefix DIR` (the tests make one).
 # Needs cmake and a C/C++ compiler. About a minute on 2 cores with a warm pip cache.
@@ -66,7 +68,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 say "building in $OUT (about a minute)"
-rm -rf "$OUT/site" "$OUT/prefix" "$OUT/build" "$OUT/src" "$OUT/cmake-build" "$OUT/env.sh" "$stamp"
+rm -rf "$OUT/site" "$OUT/prefix" "$OUT/build" "$OUT/colcon" "$OUT/src" "$OUT/cmake-build" \
+  "$OUT/env.sh" "$stamp"
 mkdir -p "$OUT/src"
 for f in "${TARBALLS[@]}"; do tar -xzf "$SRC/$f" -C "$OUT/src"; done
 find_src() { find "$OUT/src" -mindepth 1 -maxdepth 3 -type d -name "$1" | head -n 1; }
@@ -76,7 +79,11 @@ find_src() { find "$OUT/src" -mindepth 1 -maxdepth 3 -type d -name "$1" | head -
   --target "$OUT/site" "$(find_src launch)" "$(find_src launch_xml)" \
   "$(find_src launch_yaml)" "$(find_src launch_ros)" osrf-pycommon
 
-# 2. composition_interfaces, generated and built with the rosidl tool chain of the wheels.
+# 2. colcon, apart (it brings its own setuptools and pytest).
+"$PY" -m pip install -q --disable-pip-version-check --target "$OUT/colcon" colcon-core \
+  colcon-ros colcon-python-setup-py colcon-recursive-crawl
+
+# 3. composition_interfaces, generated and built with the rosidl tool chain of the wheels.
 base=$("$PY" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')
 "$base" -m venv "$OUT/build"
 "$OUT/build/bin/python" -m pip install -q --disable-pip-version-check "${TOOLCHAIN[@]}"

@@ -29,6 +29,7 @@ ROS_SRC = Path(os.environ.get('SGDFUSE_ROS_SRC', REPO.parent / 'shared' / 'ros-s
 #: One per venv (scripts/launch_env.sh builds a message package for this Python).
 LAUNCH_ENV = Path(os.environ.get('SGDFUSE_LAUNCH_ENV',
                                  REPO / '.cache' / 'launch-env' / Path(sys.prefix).name))
+VER = f'{sys.version_info[0]}.{sys.version_info[1]}'
 TOPICS = {'thermal_topic': '/launch_test/thermal', 'rgb_topic': '/launch_test/rgb',
           'fused_topic': '/launch_test/fused'}
 
@@ -48,10 +49,14 @@ from sgdfuse_ros.tools.ament_prefix import write_prefix  # noqa: E402
 pytestmark = pytest.mark.ros
 
 
+def _joined(*parts, old: str = '') -> str:
+    return os.pathsep.join([*map(str, parts), *([old] if old else [])])
+
+
 @pytest.fixture(scope='module')
-def launch_env(tmp_path_factory) -> dict[str, str]:
-    """The environment of a ``ros2 launch``: launch and launch_ros importable, the package
-    and composition_interfaces on the ament index."""
+def launch_base(tmp_path_factory) -> dict[str, str]:
+    """The environment of a ``ros2 launch`` but the package: launch and launch_ros importable,
+    composition_interfaces on the ament index (``scripts/launch_env.sh``)."""
     if not (ROS_SRC / 'launch-jazzy.tar.gz').is_file():
         pytest.skip(f'no ROS 2 launch sources at {ROS_SRC} (launch and launch_ros are not on '
                     'PyPI; set SGDFUSE_ROS_SRC)')
@@ -59,25 +64,49 @@ def launch_env(tmp_path_factory) -> dict[str, str]:
                           capture_output=True, text=True, timeout=900,
                           env={**os.environ, 'SGDFUSE_LAUNCH_ENV': str(LAUNCH_ENV)})
     assert proc.returncode == 0, f'scripts/launch_env.sh failed:\n{proc.stderr[-3000:]}'
-    tmp = tmp_path_factory.mktemp('launch')
-    ament = write_prefix(tmp / 'ament')
-    ver = f'{sys.version_info[0]}.{sys.version_info[1]}'
     prefix = LAUNCH_ENV / 'prefix'
-    messages = prefix / 'lib' / f'python{ver}' / 'site-packages'
-
-    def joined(*parts, old=''):
-        return os.pathsep.join([*map(str, parts), *([old] if old else [])])
-
+    messages = prefix / 'lib' / f'python{VER}' / 'site-packages'
     return {
         **os.environ,
-        'PYTHONPATH': joined(LAUNCH_ENV / 'site', messages, REPO,
-                             old=os.environ.get('PYTHONPATH', '')),
-        'AMENT_PREFIX_PATH': joined(ament, prefix, sys.prefix,
-                                    old=os.environ.get('AMENT_PREFIX_PATH', '')),
-        'LD_LIBRARY_PATH': joined(prefix / 'lib', old=os.environ.get('LD_LIBRARY_PATH', '')),
-        'ROS_HOME': str(tmp / 'ros_home'),
+        'PYTHONPATH': _joined(LAUNCH_ENV / 'site', messages),
+        'AMENT_PREFIX_PATH': _joined(prefix, sys.prefix),
+        'LD_LIBRARY_PATH': _joined(prefix / 'lib', old=os.environ.get('LD_LIBRARY_PATH', '')),
+        'ROS_HOME': str(tmp_path_factory.mktemp('ros_home')),
         'PYTHONUNBUFFERED': '1',
     }
+
+
+def _with_package(base: dict[str, str], prefix: Path, python_path: Path) -> dict[str, str]:
+    """``base`` with the package's ament prefix first and its Python package importable."""
+    return {**base, 'PYTHONPATH': _joined(base['PYTHONPATH'], python_path),
+            'AMENT_PREFIX_PATH': _joined(prefix, base['AMENT_PREFIX_PATH'])}
+
+
+@pytest.fixture(scope='module')
+def launch_env(launch_base, tmp_path_factory) -> dict[str, str]:
+    """A pip install made findable by ``sgdfuse ament-prefix`` (this checkout's package)."""
+    prefix = write_prefix(tmp_path_factory.mktemp('ament') / 'prefix')
+    env = _with_package(launch_base, prefix, REPO)
+    env['SGDFUSE_TEST_PREFIX'] = str(prefix)
+    return env
+
+
+@pytest.fixture(scope='module')
+def colcon_env(launch_base, tmp_path_factory) -> dict[str, str]:
+    """The package built and installed by ``colcon build``, as in a ROS workspace."""
+    ws = tmp_path_factory.mktemp('colcon')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'colcon', 'build', '--base-paths', str(REPO), '--build-base',
+         str(ws / 'build'), '--install-base', str(ws / 'install')],
+        cwd=ws, capture_output=True, text=True, timeout=600,
+        env={**os.environ, 'PYTHONPATH': str(LAUNCH_ENV / 'colcon')})
+    assert proc.returncode == 0, \
+        f'colcon build failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}'
+    prefix = ws / 'install' / 'sgdfuse_ros'
+    env = _with_package(launch_base, prefix,
+                        prefix / 'lib' / f'python{VER}' / 'site-packages')
+    env['SGDFUSE_TEST_PREFIX'] = str(prefix)
+    return env
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -230,10 +259,29 @@ def _check_fused(tester: LaunchTester, launch: Launch, pair) -> None:
     assert np.abs(got.astype(float) - want.astype(float)).mean() < 1.0
 
 
-def test_plain_node_from_the_launch_file(launch_env, tester, pair, tmp_path):
-    launch = Launch(launch_env, tmp_path / 'launch.log', *_launch_args(tmp_path))
+def _node_commands(launch: Launch) -> list[str]:
+    """The command lines of the processes the launch runs."""
+    out = []
+    for pid in _session_pids(launch.proc.pid):
+        try:
+            out.append(Path(f'/proc/{pid}/cmdline').read_bytes().replace(b'\0', b' ').decode())
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize('install', ['pip', 'colcon'])
+def test_plain_node_from_the_launch_file(install, request, tester, pair, tmp_path):
+    """The package found as ros2 launch finds it, from a pip install (``sgdfuse
+    ament-prefix``) and from a colcon build: the node runs from that prefix's
+    ``lib/sgdfuse_ros``."""
+    env = request.getfixturevalue('launch_env' if install == 'pip' else 'colcon_env')
+    launch = Launch(env, tmp_path / 'launch.log', *_launch_args(tmp_path))
     try:
         _check_fused(tester, launch, pair)
+        executable = f'{env["SGDFUSE_TEST_PREFIX"]}/lib/sgdfuse_ros/sgdfuse_node'
+        commands = _node_commands(launch)
+        assert any(executable in c for c in commands), commands
     finally:
         code = launch.stop()
     out = launch.output()
