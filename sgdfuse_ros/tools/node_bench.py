@@ -2,6 +2,7 @@
 
     python -m sgdfuse_ros.tools.node_bench [--rate 15] [--duration 20] [--size 640x480]
                                          [--method auto] [--thermal mono16] [--json FILE]
+                                         [--param publish_compressed:=true ...]
     python -m sgdfuse_ros.tools.node_bench --transport-check --size 1920x1080 --duration 3
 
 Starts the node in this process (its own executor thread), plus a driver node in a second
@@ -296,6 +297,9 @@ def main(argv=None) -> int:
     ap.add_argument('--thermal', choices=('mono16', 'mono8'), default='mono16')
     ap.add_argument('--data', type=Path, help='folder with ir/ and vi/ (default: samples)')
     ap.add_argument('--json', type=Path, help='also write the figures to this JSON file')
+    ap.add_argument('--param', action='append', default=[], metavar='NAME:=VALUE',
+                    help='a node parameter (repeatable; the value read as YAML), e.g. '
+                    'publish_compressed:=true')
     ap.add_argument('--transport-check', action='store_true',
                     help='instead: send best-effort rgb8 images of --size to another process '
                          'and count what arrives (checks the DDS profile)')
@@ -317,8 +321,16 @@ def main(argv=None) -> int:
         if a.json:
             a.json.write_text(json.dumps(r, indent=2))
         return 0
+    import yaml
+
+    params = {}
+    for p in a.param:
+        name, sep, value = p.partition(':=')
+        if not sep or not name:
+            ap.error(f'--param must be NAME:=VALUE, got {p!r}')
+        params[name] = yaml.safe_load(value)
     r = run_benchmark(rate=a.rate, duration=a.duration, warmup=a.warmup, size=(w, h),
-                      method=a.method, thermal=a.thermal, data=a.data)
+                      method=a.method, thermal=a.thermal, data=a.data, params=params)
     print(format_report(r))
     if a.json:
         a.json.write_text(json.dumps(r, indent=2))
