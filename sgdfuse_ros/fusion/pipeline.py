@@ -4,9 +4,13 @@ Stages, each timed (milliseconds, in :attr:`FusionResult.timings`):
 
 ``thermal``   thermal gain (mono16 -> [0, 1]) and registration into the visible frame
 ``color``     visible luma split (and, at the end, ``merge``: fused luma + visible chroma)
-``resize``    to and from the working resolution, when one is set or the frame is over budget
+``resize``    to the working resolution, when one is set or the frame is over budget (and back,
+              for a method without blend maps)
 ``masks``     semantic masks, for methods that use them (streaming callers pass cached masks)
 ``fuse``      the fusion method itself (networks add their own sub-stages, e.g. ``stage1``)
+``compose``   a method with blend maps (``stage1``, ``sgdfuse``) run at a working size smaller
+              than the frame: its maps blend the sources at the frame's own size
+              (:mod:`.compose`), so the fused frame keeps the cameras' full detail
 
 Memory is bounded by the configuration, not by the input: the method runs on at most
 ``max_pixels`` pixels (:mod:`sgdfuse_ros.core.budget`; default 1920x1080). A larger frame is
@@ -33,6 +37,7 @@ from sgdfuse_ros.core.budget import (DEFAULT_MAX_PIXELS, FrameTooLarge, PixelBud
                                      pixels_text)
 from sgdfuse_ros.core.imaging import ImageError, ThermalGain
 from sgdfuse_ros.core.memory import release_heap
+from .compose import compose
 from .methods import FusionMethod, build_method
 
 __all__ = ['DEFAULT_MAX_PIXELS', 'FrameTooLarge', 'FusionPipeline', 'FusionResult',
@@ -183,23 +188,31 @@ class FusionPipeline:
             small = vis_w if visible.ndim == 2 else imaging.resize(visible, work)
             masks_w = self.mask_provider(ir_w, small).as_tuple()
             timings['masks'] = (time.perf_counter() - tm) * 1e3
-        del vis_y
 
         tf = time.perf_counter()
-        out = self.method(ir_w, vis_w, masks_w if self.method.uses_masks else None)
+        blend = work != (w, h) and getattr(self.method, 'blend_maps', False)
+        m_in = masks_w if self.method.uses_masks else None
+        out = self.method(ir_w, vis_w, m_in, maps=True) if blend else self.method(ir_w, vis_w,
+                                                                                    m_in)
         timings['fuse'] = (time.perf_counter() - tf) * 1e3
         timings.update(out.timings)
         del ir_w, vis_w
 
         fused, f1 = out.fused, out.f1
-        if fused.shape != (h, w):
+        if blend:
+            tc = time.perf_counter()
+            fused, f1 = compose(out.maps, ir, vis_y)
+            timings['compose'] = (time.perf_counter() - tc) * 1e3
+            if own_masks:
+                masks = tuple(imaging.resize(m, (w, h)) for m in masks_w)
+        elif fused.shape != (h, w):
             tr = time.perf_counter()
             fused = imaging.resize(fused, (w, h))
             f1 = imaging.resize(f1, (w, h)) if f1 is not None else None
             if own_masks:
                 masks = tuple(imaging.resize(m, (w, h)) for m in masks_w)
             timings['resize'] = timings.get('resize', 0.0) + (time.perf_counter() - tr) * 1e3
-        del out, masks_w
+        del out, masks_w, vis_y
         tc = time.perf_counter()
         color = self.config.output == 'color' and visible.ndim == 3
         image = _banded_merge(fused, visible if color else None)
