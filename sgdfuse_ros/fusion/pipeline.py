@@ -135,6 +135,24 @@ class FusionPipeline:
     def method_name(self) -> str:
         return self.method.name
 
+    def set_work_size(self, size: tuple[int, int] | None) -> None:
+        """Run the method at ``size`` ``(W, H)`` from the next frame on (None: the frame's
+        own), within the pixel budget (a larger size is scaled down to it)."""
+        if size is not None:
+            w, h = (int(v) for v in size)
+            if w <= 0 or h <= 0:
+                raise ValueError(f'work_size must be positive, got {size}')
+            size = (w, h)
+        self.config.work_size = size
+
+    def set_refine(self, on: bool) -> bool:
+        """Run the method's refiner (``sgdfuse``) or not (stage 1 alone: a degradation step);
+        False when the method has no refiner to switch."""
+        if not hasattr(self.method, 'refine'):
+            return False
+        self.method.refine = bool(on)
+        return True
+
     def working_size(self, size: tuple[int, int], name: str = 'frame') -> tuple[int, int]:
         """``(W, H)`` the method runs at for a visible frame of ``size`` ``(W, H)``: ``work_size``
         or the frame's own, within the pixel budget. Raises :class:`FrameTooLarge` for a frame

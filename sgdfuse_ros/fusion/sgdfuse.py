@@ -353,6 +353,8 @@ class SGDFuseMethod:
                     f'sgdfuse: {"teacher" if teacher else "student"} refiner weights are not '
                     f'installed ({weights}); pass weights=')
         self.teacher = bool(teacher)
+        #: Run the refiner (False: stage 1 alone, a degradation step under overload).
+        self.refine = True
         if self.teacher:
             require_torch('the many-step teacher refiner (teacher=True, --teacher)')
         self.stage1 = stage1.Stage1Method(stage1_weights, device=device, threads=threads,
@@ -386,6 +388,10 @@ class SGDFuseMethod:
         if masks is None and self.refiner.use_masks:
             LOG.warning('sgdfuse: no masks given; refining with empty masks')
         t0 = time.perf_counter()
+        if not self.refine:  # degraded: stage 1 alone
+            out = self.stage1(ir, vis, maps=maps)
+            out.timings['refiner'] = 0.0
+            return out
         if maps:
             from .compose import BlendMaps
 
