@@ -234,7 +234,8 @@ class AutoWorkSize:
     def values(self) -> dict[str, str]:
         """For /diagnostics: the working size, the level and why."""
         if self._applied is None:
-            return {'working_size': 'auto (no frame yet)', 'degradation': 'full'}
+            return {'working_size': 'automatic: the largest that holds the camera rate (no frame '
+                                    'yet)', 'degradation': 'full'}
         (w, h), level = self._applied
         return {'working_size': f'{w}x{h} (auto)', 'degradation': level,
                 'working_size_reason': self.controller.reason}

@@ -40,6 +40,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 from sgdfuse_ros.core.imaging import ImageError
 from sgdfuse_ros.core.slots import LatestSlot
+from sgdfuse_ros.fusion.autosize import AutoWorkSize, RateMeter
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.fusion.stream import FusionStream
 from sgdfuse_ros.params import ParameterError
@@ -93,6 +94,8 @@ class NodeFusion:
         self._loggers: dict[str, Any] = {}
         self._logged: dict[str, float] = {}  # kind -> time.monotonic() of its last line
         self._frame_listeners: list = []
+        self.autosize: AutoWorkSize | None = None  # the automatic working size, when on
+        self._rate = RateMeter()  # the period of the synchronised pairs
         self._images = MutuallyExclusiveCallbackGroup()
         self._timers = MutuallyExclusiveCallbackGroup()
         self._reset_counters()
@@ -163,6 +166,9 @@ class NodeFusion:
                                      f'backend={s.backend!r}): {type(exc).__name__}: {exc}'
                                      ) from exc
             self.pipeline, self.settings = pipeline, s
+            auto = (s.auto_work_size and s.work_width == 0 and pipeline.config.work_size is None
+                    and getattr(pipeline.method, 'blend_maps', False))  # keeps the detail
+            self.autosize = AutoWorkSize(pipeline) if auto else None
             self.stream = FusionStream(pipeline, mask_rate=s.mask_rate,
                                        mask_max_age=s.mask_max_age_s, live=True)
             from diagnostic_msgs.msg import DiagnosticArray
@@ -213,7 +219,8 @@ class NodeFusion:
                 f'({diagnostics.backend_text(self.backend_report)}), sync {self.sync.backend} '
                 f'(slop {s.sync_slop} s, queue {s.sync_queue_size}), QoS {s.qos_reliability} '
                 f'depth {s.qos_depth}, max_latency {s.max_latency:g} s, conversion '
-                f'{"cv_bridge" if convert.cv_bridge_available() else "numpy"}')
+                f'{"cv_bridge" if convert.cv_bridge_available() else "numpy"}, working size '
+                f'{self._work_size_values()["working_size"]}')
 
     def deactivate(self) -> None:
         """Stop the subscriptions and the timer, then the worker after the frame in hand
@@ -286,6 +293,7 @@ class NodeFusion:
                 return
             with self._lock:
                 self._pairs += 1
+                self._rate.tick(time.monotonic())
             self._slot.put(_Pair(thermal_msg, rgb_msg, time.monotonic(), self._now_ns()))
         except Exception as exc:  # noqa: BLE001
             self.report_error('callback', f'{type(exc).__name__}: {exc}')
@@ -346,6 +354,8 @@ class NodeFusion:
         output = 'mono' if s.output_encoding == 'mono8' else 'color'
         if self.pipeline.config.output != output:  # a run-time change, at a frame boundary
             self.pipeline.config.output = output
+        if self.autosize is not None:
+            self.autosize.before((visible.shape[1], visible.shape[0]))
         result = self.stream.push(
             thermal, visible, name=f'pair @ {header.stamp.sec}.{header.stamp.nanosec:09d}')
         t2 = time.monotonic()
@@ -365,6 +375,13 @@ class NodeFusion:
             self.pub_f1.publish(convert.numpy_to_image(convert.float_to_mono8(result.f1),
                                                        'mono8', header=header))
         t4 = time.monotonic()
+        if self.autosize is not None:
+            line = self.autosize.after((t4 - t0) * 1e3, self._rate.period)
+            if line:
+                degraded = self.autosize.controller.level != 'full' or 'down' in line
+                self._log('work_size', 'warning' if degraded else 'info',
+                          line + (' (fusion cannot keep up with the camera)' if degraded
+                                  else ''))
         timings = dict(result.timings)  # the pipeline's stages, plus the node's own below
         timings.update(age_receipt=(pair.received_ns - ref_ns) / 1e6, age_take=age_take,
                        queue_wait=(t0 - pair.enqueued) * 1e3, convert=(t1 - t0) * 1e3,
@@ -485,6 +502,14 @@ class NodeFusion:
             if not self._stopping():
                 self.report_error('diagnostics', f'{type(exc).__name__}: {exc}')
 
+    def _work_size_values(self) -> dict[str, str]:
+        if self.autosize is not None:
+            return self.autosize.values()
+        cfg = self.pipeline.config if self.pipeline is not None else None
+        work = cfg.work_size if cfg is not None else None
+        return {'working_size': f'{work[0]}x{work[1]} (fixed)' if work else
+                "the RGB frame's own (within max_pixels)", 'degradation': 'full'}
+
     def diagnostics(self):
         """The DiagnosticArray published on /diagnostics."""
         s = self.settings
@@ -501,7 +526,8 @@ class NodeFusion:
                     'state': self.state,
                     'sync_backend': self.sync.backend if self.sync else '',
                     'conversion': 'cv_bridge' if convert.cv_bridge_available() else 'numpy',
-                    'output_encoding': s.output_encoding if s else ''}
+                    'output_encoding': s.output_encoding if s else '',
+                    **self._work_size_values()}
         subs = self.sync.subscriptions if self.sync is not None else []
         streams = [(name, subs[i].topic_name if i < len(subs) else '',
                     self.sync.last_arrival(i) if self.sync is not None else None)

@@ -56,8 +56,8 @@ def _stage1_targets(options: dict) -> list[Exportable]:
     else:
         raise FileNotFoundError('no stage-1 weights installed; pass --stage1-weights or '
                                 '--random to export an untrained network')
-    return [Exportable(Stage1WithMaps(model), stage1_spec(model, options.get('size', (480, 640))), digest,
-                       source)]
+    spec = stage1_spec(model, options.get('size', (480, 640)))
+    return [Exportable(Stage1WithMaps(model), spec, digest, source)]
 
 
 def _refiner_targets(options: dict) -> list[Exportable]:
