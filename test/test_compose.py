@@ -7,6 +7,7 @@ import pytest
 
 from sgdfuse_ros.core import imaging
 from sgdfuse_ros.core.metrics import compute_metrics
+from sgdfuse_ros.fusion import compose_fast
 from sgdfuse_ros.fusion.compose import compose
 from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 from sgdfuse_ros.masks.saliency import SaliencyProvider
@@ -57,3 +58,30 @@ def test_a_smaller_working_size_keeps_the_frames_detail(ivif):
     for r, g, u in zip(ref, got, up):
         assert abs(g / r - 1) < 0.05  # within 5% of fusing at full size
         assert g > u  # and better than a fused half-size image scaled up
+
+
+@pytest.mark.skipif(not compose_fast.available(), reason='numba is not installed')
+@pytest.mark.parametrize('refine', [True, False])
+def test_the_compiled_blend_equals_the_numpy_one(ivif, refine):
+    from sgdfuse_ros.fusion.compose import BlendMaps
+    from sgdfuse_ros.fusion.methods import build_method
+
+    m = build_method('sgdfuse', backend='onnxruntime')
+    ir8, vis8 = _pair(ivif)
+    ir, vis = imaging.to_float(ir8), imaging.visible_luma(vis8)
+    h, w = ir.shape
+    work = (w // 3, h // 3)  # not a multiple of the networks' 32: padded grids
+    ir_w, vis_w = imaging.resize(ir, work), imaging.resize(vis, work)
+    out = m(ir_w, vis_w, SaliencyProvider()(ir_w, vis_w).as_tuple(), maps=True)
+    maps = out.maps if refine else BlendMaps(work=out.maps.work, stage1=out.maps.stage1)
+    ref, ref_f1 = compose(maps, ir, vis)
+    fused, f1, image = compose_fast.compose_frame(maps, ir, vis, vis8)
+    # numpy scales a padded grid to a whole number of pixels, the compiled one exactly
+    assert np.abs(fused - ref).max() < 2e-3 and np.abs(f1 - ref_f1).max() < 2e-3
+    assert np.abs(fused - ref).mean() < 1e-5
+    merged = imaging.merge_luma(ref, vis8).astype(int)
+    assert np.abs(image.astype(int) - merged).max() <= 1  # the pipeline's colour merge
+    assert np.mean(image != merged) < 0.01
+    gray, _, none = compose_fast.compose_frame(maps, ir, vis)
+    assert none is None and np.array_equal(gray, fused)
+    assert np.abs(compose_fast.visible_luma(vis8) - vis).max() < 1e-5

@@ -7,8 +7,9 @@ measured time fits, and adapts it when the load changes:
 
 * it keeps a moving average of the time per fused frame and of the camera period;
 * after ``patience`` frames over ``target`` x period it steps down the ladder of sizes (each
-  about 0.8x the pixels of the one above, sides multiples of the networks' 32); at the
-  smallest size it degrades the method instead (``levels``: the refiner off, stage 1 alone);
+  about 0.8x the pixels of the one above, sides multiples of the networks' 32), straight to
+  the first size whose time, scaled by its pixels, fits; at the smallest size it degrades the
+  method instead (``levels``: the refiner off, stage 1 alone);
 * after ``patience_up`` frames whose time, scaled to the next size up, would still fit with
   room to spare (``headroom``), it steps back up: first the method, then the size. The two
   thresholds are apart (hysteresis), so it does not oscillate between two sizes.
@@ -67,7 +68,7 @@ class WorkingSizeController:
     ``headroom``: stepping up needs the predicted time under ``headroom`` x target x period."""
 
     def __init__(self, *, max_pixels: int | None = None, min_pixels: int = 320 * 160,
-                 target: float = 0.85, headroom: float = 0.75, patience: int = 4,
+                 target: float = 0.85, headroom: float = 0.75, patience: int = 2,
                  patience_up: int = 30, smoothing: float = 0.7, can_degrade: bool = True):
         if not 0.0 < target <= 1.0 or not 0.0 < headroom < 1.0:
             raise ValueError('need 0 < target <= 1 and 0 < headroom < 1')
@@ -162,7 +163,13 @@ class WorkingSizeController:
         why = (f'{self._avg_ms:.0f} ms per frame at {w}x{h} is over {budget:.0f} ms '
                f'({self.target:.0%} of the {self._avg_period * 1e3:.0f} ms camera period)')
         if self._index + 1 < len(self._ladder):
+            pixels = w * h
             self._index += 1
+            while self._index + 1 < len(self._ladder):  # straight to a size that fits
+                sw, sh = self.size
+                if self._avg_ms * sw * sh / pixels <= budget:
+                    break
+                self._index += 1
             self.reason = f'{why}: down to {self.size[0]}x{self.size[1]}'
         elif self.can_degrade and self._level + 1 < len(LEVELS):
             self._level += 1

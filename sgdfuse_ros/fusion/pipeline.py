@@ -37,6 +37,7 @@ from sgdfuse_ros.core.budget import (DEFAULT_MAX_PIXELS, FrameTooLarge, PixelBud
                                      pixels_text)
 from sgdfuse_ros.core.imaging import ImageError, ThermalGain
 from sgdfuse_ros.core.memory import release_heap
+from . import compose_fast
 from .compose import compose
 from .methods import FusionMethod, build_method
 
@@ -216,10 +217,15 @@ class FusionPipeline:
         timings.update(out.timings)
         del ir_w, vis_w
 
-        fused, f1 = out.fused, out.f1
+        fused, f1, image = out.fused, out.f1, None
+        color = self.config.output == 'color' and visible.ndim == 3
         if blend:
             tc = time.perf_counter()
-            fused, f1 = compose(out.maps, ir, vis_y)
+            if compose_fast.available():  # the blend and the colour merge in one pass
+                fused, f1, image = compose_fast.compose_frame(out.maps, ir, vis_y,
+                                                              visible if color else None)
+            else:
+                fused, f1 = compose(out.maps, ir, vis_y)
             timings['compose'] = (time.perf_counter() - tc) * 1e3
             if own_masks:
                 masks = tuple(imaging.resize(m, (w, h)) for m in masks_w)
@@ -231,10 +237,10 @@ class FusionPipeline:
                 masks = tuple(imaging.resize(m, (w, h)) for m in masks_w)
             timings['resize'] = timings.get('resize', 0.0) + (time.perf_counter() - tr) * 1e3
         del out, masks_w, vis_y
-        tc = time.perf_counter()
-        color = self.config.output == 'color' and visible.ndim == 3
-        image = _banded_merge(fused, visible if color else None)
-        timings['merge'] = (time.perf_counter() - tc) * 1e3
+        if image is None:
+            tc = time.perf_counter()
+            image = _banded_merge(fused, visible if color else None)
+            timings['merge'] = (time.perf_counter() - tc) * 1e3
         if work != self._last_work:
             if self._last_work is not None:  # frame size changed: hand freed memory back
                 release_heap()

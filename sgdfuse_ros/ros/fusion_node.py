@@ -40,6 +40,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 from sgdfuse_ros.core.imaging import ImageError
 from sgdfuse_ros.core.slots import LatestSlot
+from sgdfuse_ros.fusion import compose_fast
 from sgdfuse_ros.fusion.autosize import AutoWorkSize, RateMeter
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.fusion.stream import FusionStream
@@ -169,6 +170,8 @@ class NodeFusion:
             auto = (s.auto_work_size and s.work_width == 0 and pipeline.config.work_size is None
                     and getattr(pipeline.method, 'blend_maps', False))  # keeps the detail
             self.autosize = AutoWorkSize(pipeline) if auto else None
+            if auto and compose_fast.available():
+                compose_fast.warm()  # compiled now, not on the first camera frame
             self.stream = FusionStream(pipeline, mask_rate=s.mask_rate,
                                        mask_max_age=s.mask_max_age_s, live=True)
             from diagnostic_msgs.msg import DiagnosticArray
@@ -359,6 +362,8 @@ class NodeFusion:
         result = self.stream.push(
             thermal, visible, name=f'pair @ {header.stamp.sec}.{header.stamp.nanosec:09d}')
         t2 = time.monotonic()
+        if self.autosize is not None:
+            self._adapt_work_size((t2 - t0) * 1e3)
         age_fused = (self._now_ns() - ref_ns) / 1e6
         if limit_ms and age_fused > limit_ms:
             self._drop('late_at_publish', f'pair @ {stamp_ns / 1e9:.3f} was {age_fused:.0f} ms '
@@ -375,13 +380,6 @@ class NodeFusion:
             self.pub_f1.publish(convert.numpy_to_image(convert.float_to_mono8(result.f1),
                                                        'mono8', header=header))
         t4 = time.monotonic()
-        if self.autosize is not None:
-            line = self.autosize.after((t4 - t0) * 1e3, self._rate.period)
-            if line:
-                degraded = self.autosize.controller.level != 'full' or 'down' in line
-                self._log('work_size', 'warning' if degraded else 'info',
-                          line + (' (fusion cannot keep up with the camera)' if degraded
-                                  else ''))
         timings = dict(result.timings)  # the pipeline's stages, plus the node's own below
         timings.update(age_receipt=(pair.received_ns - ref_ns) / 1e6, age_take=age_take,
                        queue_wait=(t0 - pair.enqueued) * 1e3, convert=(t1 - t0) * 1e3,
@@ -396,6 +394,15 @@ class NodeFusion:
                 listener(stamp_ns, timings)
             except Exception as exc:  # noqa: BLE001
                 self.report_error('listener', f'{type(exc).__name__}: {exc}')
+
+    def _adapt_work_size(self, frame_ms: float) -> None:
+        """Feed one frame's time (conversion and fusion) to the automatic working size; a line
+        when it changed (a warning when it had to go down: fusion cannot keep up)."""
+        line = self.autosize.after(frame_ms, self._rate.period)
+        if line:
+            down = self.autosize.controller.level != 'full' or 'down' in line
+            self._log('work_size', 'warning' if down else 'info',
+                      line + (' (fusion cannot keep up with the camera)' if down else ''))
 
     def add_frame_listener(self, listener) -> None:
         """Call ``listener(stamp_ns, timings_ms)`` (worker thread) after each published frame;
