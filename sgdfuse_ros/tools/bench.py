@@ -344,7 +344,7 @@ def format_table(res: dict[str, Any]) -> str:
     rows = [('thermal preprocessing', 'thermal'), ('colour split', 'color'),
             ('resize to working size', 'resize'), ('stage 1', 'stage1'),
             ('masks (reused)', 'masks'), ('refiner', 'refiner'),
-            ("blend at frame size", 'compose'), ('colour merge', 'merge'),
+            ('blend at frame size', 'compose'), ('colour merge', 'merge'),
             ('per-frame total', 'total')]
     p95 = res.get('p95_ms', {})
     lines = [f'sgdfuse bench: {res["method"]} on {res["backend"]} at {res["size"]} '

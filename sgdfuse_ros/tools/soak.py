@@ -528,8 +528,8 @@ def main(argv=None) -> int:
     ap.add_argument('--rate', type=float, default=15.0, help='pairs per second (default 15)')
     ap.add_argument('--size', default='640x480', help='WxH of both streams (default 640x480)')
     ap.add_argument('--thermal-size', default=None,
-                    help="WxH of the thermal camera (default --size; registered to the RGB "
-                    "frame by the scaling homography, e.g. 640x512 beside 1920x1080)")
+                    help='WxH of the thermal camera (default --size; registered to the RGB '
+                    'frame by the scaling homography, e.g. 640x512 beside 1920x1080)')
     ap.add_argument('--busy', type=int, default=0,
                     help='CPU-burning processes beside the node (default 0)')
     ap.add_argument('--warmup', type=float, default=20.0, help='seconds first, not measured')
