@@ -184,7 +184,12 @@ class FusionPipeline:
         timings['thermal'] = (t1 - t0) * 1e3
         if visible.dtype != np.uint8:
             raise ImageError(f'{name}: visible frame must be 8-bit, got {visible.dtype}')
-        vis_y = _banded_luma(visible)
+        h, w = visible.shape[:2]
+        blend = work != (w, h) and getattr(self.method, 'blend_maps', False)
+        if blend and visible.ndim == 3 and compose_fast.available():
+            vis_y = compose_fast.visible_luma(visible)  # one parallel pass
+        else:
+            vis_y = _banded_luma(visible)
         t2 = time.perf_counter()
         timings['color'] = (t2 - t1) * 1e3
 
@@ -209,7 +214,6 @@ class FusionPipeline:
             timings['masks'] = (time.perf_counter() - tm) * 1e3
 
         tf = time.perf_counter()
-        blend = work != (w, h) and getattr(self.method, 'blend_maps', False)
         m_in = masks_w if self.method.uses_masks else None
         out = self.method(ir_w, vis_w, m_in, maps=True) if blend else self.method(ir_w, vis_w,
                                                                                     m_in)
