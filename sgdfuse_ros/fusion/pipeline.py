@@ -4,9 +4,13 @@ Stages, each timed (milliseconds, in :attr:`FusionResult.timings`):
 
 ``thermal``   thermal gain (mono16 -> [0, 1]) and registration into the visible frame
 ``color``     visible luma split (and, at the end, ``merge``: fused luma + visible chroma)
-``resize``    to and from the working resolution, when one is set or the frame is over budget
+``resize``    to the working resolution, when one is set or the frame is over budget (and back,
+              for a method without blend maps)
 ``masks``     semantic masks, for methods that use them (streaming callers pass cached masks)
 ``fuse``      the fusion method itself (networks add their own sub-stages, e.g. ``stage1``)
+``compose``   a method with blend maps (``stage1``, ``sgdfuse``) run at a working size smaller
+              than the frame: its maps blend the sources at the frame's own size
+              (:mod:`.compose`), so the fused frame keeps the cameras' full detail
 
 Memory is bounded by the configuration, not by the input: the method runs on at most
 ``max_pixels`` pixels (:mod:`sgdfuse_ros.core.budget`; default 1920x1080). A larger frame is
@@ -33,6 +37,8 @@ from sgdfuse_ros.core.budget import (DEFAULT_MAX_PIXELS, FrameTooLarge, PixelBud
                                      pixels_text)
 from sgdfuse_ros.core.imaging import ImageError, ThermalGain
 from sgdfuse_ros.core.memory import release_heap
+from . import compose_fast
+from .compose import compose
 from .methods import FusionMethod, build_method
 
 __all__ = ['DEFAULT_MAX_PIXELS', 'FrameTooLarge', 'FusionPipeline', 'FusionResult',
@@ -130,6 +136,24 @@ class FusionPipeline:
     def method_name(self) -> str:
         return self.method.name
 
+    def set_work_size(self, size: tuple[int, int] | None) -> None:
+        """Run the method at ``size`` ``(W, H)`` from the next frame on (None: the frame's
+        own), within the pixel budget (a larger size is scaled down to it)."""
+        if size is not None:
+            w, h = (int(v) for v in size)
+            if w <= 0 or h <= 0:
+                raise ValueError(f'work_size must be positive, got {size}')
+            size = (w, h)
+        self.config.work_size = size
+
+    def set_refine(self, on: bool) -> bool:
+        """Run the method's refiner (``sgdfuse``) or not (stage 1 alone: a degradation step);
+        False when the method has no refiner to switch."""
+        if not hasattr(self.method, 'refine'):
+            return False
+        self.method.refine = bool(on)
+        return True
+
     def working_size(self, size: tuple[int, int], name: str = 'frame') -> tuple[int, int]:
         """``(W, H)`` the method runs at for a visible frame of ``size`` ``(W, H)``: ``work_size``
         or the frame's own, within the pixel budget. Raises :class:`FrameTooLarge` for a frame
@@ -160,7 +184,12 @@ class FusionPipeline:
         timings['thermal'] = (t1 - t0) * 1e3
         if visible.dtype != np.uint8:
             raise ImageError(f'{name}: visible frame must be 8-bit, got {visible.dtype}')
-        vis_y = _banded_luma(visible)
+        h, w = visible.shape[:2]
+        blend = work != (w, h) and getattr(self.method, 'blend_maps', False)
+        if blend and visible.ndim == 3 and compose_fast.available():
+            vis_y = compose_fast.visible_luma(visible)  # one parallel pass
+        else:
+            vis_y = _banded_luma(visible)
         t2 = time.perf_counter()
         timings['color'] = (t2 - t1) * 1e3
 
@@ -183,27 +212,39 @@ class FusionPipeline:
             small = vis_w if visible.ndim == 2 else imaging.resize(visible, work)
             masks_w = self.mask_provider(ir_w, small).as_tuple()
             timings['masks'] = (time.perf_counter() - tm) * 1e3
-        del vis_y
 
         tf = time.perf_counter()
-        out = self.method(ir_w, vis_w, masks_w if self.method.uses_masks else None)
+        m_in = masks_w if self.method.uses_masks else None
+        out = self.method(ir_w, vis_w, m_in, maps=True) if blend else self.method(ir_w, vis_w,
+                                                                                    m_in)
         timings['fuse'] = (time.perf_counter() - tf) * 1e3
         timings.update(out.timings)
         del ir_w, vis_w
 
-        fused, f1 = out.fused, out.f1
-        if fused.shape != (h, w):
+        fused, f1, image = out.fused, out.f1, None
+        color = self.config.output == 'color' and visible.ndim == 3
+        if blend:
+            tc = time.perf_counter()
+            if compose_fast.available():  # the blend and the colour merge in one pass
+                fused, f1, image = compose_fast.compose_frame(out.maps, ir, vis_y,
+                                                              visible if color else None)
+            else:
+                fused, f1 = compose(out.maps, ir, vis_y)
+            timings['compose'] = (time.perf_counter() - tc) * 1e3
+            if own_masks:
+                masks = tuple(imaging.resize(m, (w, h)) for m in masks_w)
+        elif fused.shape != (h, w):
             tr = time.perf_counter()
             fused = imaging.resize(fused, (w, h))
             f1 = imaging.resize(f1, (w, h)) if f1 is not None else None
             if own_masks:
                 masks = tuple(imaging.resize(m, (w, h)) for m in masks_w)
             timings['resize'] = timings.get('resize', 0.0) + (time.perf_counter() - tr) * 1e3
-        del out, masks_w
-        tc = time.perf_counter()
-        color = self.config.output == 'color' and visible.ndim == 3
-        image = _banded_merge(fused, visible if color else None)
-        timings['merge'] = (time.perf_counter() - tc) * 1e3
+        del out, masks_w, vis_y
+        if image is None:
+            tc = time.perf_counter()
+            image = _banded_merge(fused, visible if color else None)
+            timings['merge'] = (time.perf_counter() - tc) * 1e3
         if work != self._last_work:
             if self._last_work is not None:  # frame size changed: hand freed memory back
                 release_heap()

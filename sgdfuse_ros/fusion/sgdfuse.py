@@ -120,13 +120,15 @@ def refiner_graph(backend: str, weights: str | os.PathLike, *, steps: int | None
 
 
 def run_refiner(be, f1: np.ndarray, masks: np.ndarray, ir: np.ndarray,
-                vis: np.ndarray) -> np.ndarray:
+                vis: np.ndarray, *, maps: bool = False):
     """Refined image (``C x H x W`` float32, ``[0, 1]``) of padded ``C x H x W`` arrays
-    (``masks``: ``2 x H x W``) through a refiner backend. Inputs the graph dropped (the
-    sources, for a network without them) are not fed."""
+    (``masks``: ``2 x H x W``) through a refiner backend; with ``maps`` ``(image, maps)``, the
+    last step's blend maps too. Inputs the graph dropped (the sources, for a network without
+    them) are not fed."""
     arrays = {'f1': f1, 'masks': masks, 'ir': ir, 'vis': vis}
     feeds = {n: np.ascontiguousarray(arrays[n], np.float32)[None] for n in be.input_names}
-    return be.run(feeds)['fused'][0]
+    out = be.run(feeds)
+    return (out['fused'][0], out['maps'][0]) if maps else out['fused'][0]
 
 
 def _as_chw(x: np.ndarray) -> np.ndarray:
@@ -155,6 +157,9 @@ class RefinerRunner:
         self.path: Path | None = Path(path) if path is not None else None
         self.backend = None  # a runtime backend once use_backend() picked one
         self.multiple: int | None = None  # the side multiple of the graph the backend runs
+        #: The graph the backend runs also outputs the last step's blend maps (luma).
+        self.blend_maps = False
+        self.config_facts: dict[str, Any] = {}  # the graph's network config (sidecar)
         self._diffusion = None
         self.steps = self.t_start = None
         self.start, self.use_masks = 'f1', True
@@ -226,7 +231,7 @@ class RefinerRunner:
         on first use and cached. ``torch`` (or None) keeps the module. Returns the backend."""
         if backend in (None, 'torch'):
             self._load()
-            self.backend, self.multiple = None, None
+            self.backend, self.multiple, self.blend_maps = None, None, False
             return None
         if self.path is None:  # in-memory weights: the module is in hand
             self.backend = refiner_backend(backend, self._model, self._meta, steps=steps,
@@ -246,6 +251,13 @@ class RefinerRunner:
             sampler = sidecar['sampler']
             self.t_start, self.start = int(sampler['t_start']), sampler.get('start', 'f1')
             self.use_masks = bool(sidecar['use_masks'])
+            self.config_facts = dict(sidecar.get('config') or {})
+        if sidecar is None and self.backend is not None:
+            self.config_facts = {k: getattr(self.model.config, k) for k in
+                                 ('channels', 'detail_floor', 'detail_core')}
+        self.blend_maps = (self.backend is not None and
+                           'maps' in getattr(self.backend, 'output_names', ()) and
+                           self.config_facts.get('channels', 1) == 1)
         self.steps = int(steps) if steps else (len(sidecar['timesteps']) if sidecar
                                                else self.steps)
         return self.backend
@@ -262,10 +274,12 @@ class RefinerRunner:
 
     def refine(self, f1: np.ndarray, ir: np.ndarray, vis: np.ndarray,
                masks: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None, *,
-               steps: int | None = None, t_start: int | None = None) -> np.ndarray:
+               steps: int | None = None, t_start: int | None = None, maps: bool = False):
         """Refined image, float32 in ``[0, 1]``, of the shape of ``f1`` (``H x W`` or
         ``C x H x W``). ``masks``: (IR, VIS) ``H x W`` pair, a ``2 x H x W`` array or None
-        (zeros). Steps or a start other than the backend's graph run the module (PyTorch)."""
+        (zeros). Steps or a start other than the backend's graph run the module (PyTorch).
+        ``maps`` (a luma pair through a graph with :attr:`blend_maps`): ``(image,
+        RefinerBlend)``, the last step's maps too (:mod:`.compose`)."""
         if self.steps is None:
             self._load()
         flat = np.asarray(f1).ndim == 2
@@ -280,11 +294,25 @@ class RefinerRunner:
                 raise ValueError(f'masks must be 2 x {h} x {w}, got {m.shape}')
         k = int(steps) if steps else self.steps
         t0 = self.t_start if t_start is None else int(t_start)
-        if self.backend is not None and (k, t0) == (self.steps, self.t_start):
+        on_graph = self.backend is not None and (k, t0) == (self.steps, self.t_start)
+        if maps and not (on_graph and self.blend_maps and flat):
+            raise ValueError('refiner: blend maps need a luma pair through a graph that '
+                             'outputs them')
+        if on_graph:
             x, size = padded_inputs(f1, m, ir, vis, self.multiple)
             c = f1.shape[0]
             out = run_refiner(self.backend, x[:c], x[c:c + 2], x[c + 2:2 * c + 2],
-                              x[2 * c + 2:])[:, :size[0], :size[1]]
+                              x[2 * c + 2:], maps=maps)
+            if maps:
+                from .compose import RefinerBlend
+
+                out, low = out
+                facts = self.config_facts
+                blend = RefinerBlend(low, cover=(x.shape[2], x.shape[1]),
+                                     detail_floor=float(facts.get('detail_floor', 0.0)),
+                                     detail_core=float(facts.get('detail_core', 0.0)))
+                return np.ascontiguousarray(out[0, :size[0], :size[1]]), blend
+            out = out[:, :size[0], :size[1]]
         else:
             if k > t0 + 1:
                 raise ValueError(f'{k} steps do not fit below t_start={t0}')
@@ -325,6 +353,8 @@ class SGDFuseMethod:
                     f'sgdfuse: {"teacher" if teacher else "student"} refiner weights are not '
                     f'installed ({weights}); pass weights=')
         self.teacher = bool(teacher)
+        #: Run the refiner (False: stage 1 alone, a degradation step under overload).
+        self.refine = True
         if self.teacher:
             require_torch('the many-step teacher refiner (teacher=True, --teacher)')
         self.stage1 = stage1.Stage1Method(stage1_weights, device=device, threads=threads,
@@ -340,21 +370,39 @@ class SGDFuseMethod:
             self.refiner.use_backend(backend, steps=self.steps, device=device, threads=threads,
                                      **runtime)
 
+    @property
+    def blend_maps(self) -> bool:
+        """Both networks' graphs output their blend maps (``maps=True`` works)."""
+        return self.stage1.blend_maps and self.refiner.blend_maps
+
     def backend_report(self) -> dict[str, str]:
         """``{'stage1': ..., 'refiner': ...}``: the backend that runs each network."""
         return {**self.stage1.backend_report(), 'refiner': self.refiner.backend_report()}
 
     def __call__(self, ir: np.ndarray, vis: np.ndarray,
-                 masks: tuple[np.ndarray, np.ndarray] | None = None) -> MethodOutput:
+                 masks: tuple[np.ndarray, np.ndarray] | None = None, *,
+                 maps: bool = False) -> MethodOutput:
         if ir.shape != vis.shape or ir.ndim != 2:
             raise ValueError(f'sgdfuse: need two 2-D luma images of one shape, got {ir.shape} '
                              f'and {vis.shape}')
         if masks is None and self.refiner.use_masks:
             LOG.warning('sgdfuse: no masks given; refining with empty masks')
         t0 = time.perf_counter()
-        f1 = self.stage1.run(ir, vis)
-        t1 = time.perf_counter()
-        fused = self.refiner.refine(f1, ir, vis, masks, steps=self.steps)
+        if not self.refine:  # degraded: stage 1 alone
+            out = self.stage1(ir, vis, maps=maps)
+            out.timings['refiner'] = 0.0
+            return out
+        if maps:
+            from .compose import BlendMaps
+
+            f1, m1 = self.stage1.run(ir, vis, maps=True)
+            t1 = time.perf_counter()
+            fused, rb = self.refiner.refine(f1, ir, vis, masks, steps=self.steps, maps=True)
+            blend = BlendMaps(work=(ir.shape[1], ir.shape[0]), stage1=m1, refiner=rb)
+        else:
+            f1 = self.stage1.run(ir, vis)
+            t1 = time.perf_counter()
+            fused, blend = self.refiner.refine(f1, ir, vis, masks, steps=self.steps), None
         t2 = time.perf_counter()
-        return MethodOutput(fused=fused, f1=f1,
+        return MethodOutput(fused=fused, f1=f1, maps=blend,
                             timings={'stage1': (t1 - t0) * 1e3, 'refiner': (t2 - t1) * 1e3})

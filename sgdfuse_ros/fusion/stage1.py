@@ -51,10 +51,10 @@ def stage1_backend(backend: str, weights: str | os.PathLike, *,
     from sgdfuse_ros.runtime.loader import load_graph
 
     def exportable():
-        from sgdfuse_ros.models.stage1 import stage1_spec
+        from sgdfuse_ros.models.stage1 import Stage1WithMaps, stage1_spec
 
         model = load_model()
-        return model, stage1_spec(model)
+        return Stage1WithMaps(model), stage1_spec(model)
 
     return load_graph(backend, pattern='stage1', digest=sha256_file(weights), source=str(weights),
                       shipped=weights, exportable=exportable if load_model else None,
@@ -62,14 +62,18 @@ def stage1_backend(backend: str, weights: str | os.PathLike, *,
                       f'{weights}', device=device, threads=threads, **options)
 
 
-def run_stage1(be, ir: np.ndarray, vis: np.ndarray, channels: int = 1) -> np.ndarray:
-    """F1 luma (``H x W`` float32) of a padded luma pair through a stage-1 backend."""
+def run_stage1(be, ir: np.ndarray, vis: np.ndarray, channels: int = 1, *,
+               maps: bool = False):
+    """F1 luma (``H x W`` float32) of a padded luma pair through a stage-1 backend; with
+    ``maps`` ``(f1, maps)``, the graph's blend maps ``4 x H x W`` too."""
     x = np.ascontiguousarray(ir, np.float32)[None, None]
     y = np.ascontiguousarray(vis, np.float32)[None, None]
     if channels > 1:
         x = np.ascontiguousarray(np.broadcast_to(x, (1, channels) + x.shape[2:]))
         y = np.ascontiguousarray(np.broadcast_to(y, (1, channels) + y.shape[2:]))
-    return imaging.planar_luma(be.run({'ir': x, 'vis': y})['f1'][0])
+    out = be.run({'ir': x, 'vis': y})
+    f1 = imaging.planar_luma(out['f1'][0])
+    return (f1, out['maps'][0]) if maps else f1
 
 
 class Stage1Method:
@@ -92,6 +96,8 @@ class Stage1Method:
     name = 'stage1'
     uses_masks = False
     multiple = 1  # padding happens here, at the network's own multiple
+    #: Returns its blend maps when asked (``maps=True``): the graph outputs them (a luma one).
+    blend_maps = False
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = 'cpu',
                  threads: int | None = None, backend: str | None = 'auto', **unused):
@@ -124,6 +130,8 @@ class Stage1Method:
         else:
             self.channels, self.net_multiple = graph_facts(sidecar, 'stage1', ('ir', 'vis'),
                                                            'in_channels')
+            out_channels = (sidecar.get('config') or {}).get('out_channels', 1)
+            self.blend_maps = 'maps' in (sidecar.get('outputs') or ()) and out_channels == 1
 
     @property
     def model(self):
@@ -150,24 +158,38 @@ class Stage1Method:
 
         return {'stage1': torch_summary(torch, self.device)}
 
-    def run(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        """F1 (float32 ``H x W`` luma in ``[0, 1]``) of a luma pair of any size."""
+    def run(self, ir: np.ndarray, vis: np.ndarray, *, maps: bool = False):
+        """F1 (float32 ``H x W`` luma in ``[0, 1]``) of a luma pair of any size; with ``maps``
+        (where :attr:`blend_maps`) ``(f1, maps)``, its blend maps ``4 x H x W`` too (see
+        :mod:`.compose`)."""
         ir, vis = np.asarray(ir, np.float32), np.asarray(vis, np.float32)
+        if maps and not self.blend_maps:
+            raise ValueError('stage1: this network runs without blend maps')
         if self.backend is None:  # the module itself
             shape = (self.channels,) + ir.shape
             out = fuse_arrays(self.model, np.broadcast_to(ir, shape), np.broadcast_to(vis, shape))
             return np.ascontiguousarray(imaging.planar_luma(out))
         ir_p, size = imaging.pad_to_multiple(ir, self.net_multiple)
         vis_p, _ = imaging.pad_to_multiple(vis, self.net_multiple)
-        return np.ascontiguousarray(imaging.crop_to(
-            run_stage1(self.backend, ir_p, vis_p, self.channels), size))
+        out = run_stage1(self.backend, ir_p, vis_p, self.channels, maps=maps)
+        if not maps:
+            return np.ascontiguousarray(imaging.crop_to(out, size))
+        h, w = size
+        return np.ascontiguousarray(out[0][:h, :w]), np.ascontiguousarray(out[1][:, :h, :w])
 
     def __call__(self, ir: np.ndarray, vis: np.ndarray,
-                 masks: tuple[np.ndarray, np.ndarray] | None = None) -> MethodOutput:
+                 masks: tuple[np.ndarray, np.ndarray] | None = None, *,
+                 maps: bool = False) -> MethodOutput:
         if ir.shape != vis.shape or ir.ndim != 2:
             raise ValueError(f'stage1: need two 2-D luma images of one shape, got {ir.shape} '
                              f'and {vis.shape}')
         t0 = time.perf_counter()
-        f1 = self.run(ir, vis)
+        if maps:
+            from .compose import BlendMaps
+
+            f1, m = self.run(ir, vis, maps=True)
+            blend = BlendMaps(work=(ir.shape[1], ir.shape[0]), stage1=m)
+        else:
+            f1, blend = self.run(ir, vis), None
         ms = (time.perf_counter() - t0) * 1e3
-        return MethodOutput(fused=f1, f1=f1, timings={'stage1': ms})
+        return MethodOutput(fused=f1, f1=f1, timings={'stage1': ms}, maps=blend)

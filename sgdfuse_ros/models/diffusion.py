@@ -250,9 +250,11 @@ class Sampler(nn.Module):
     ``(B, 2, H, W)``). Timesteps are constants; the start noise is the fixed tile."""
 
     def __init__(self, net: nn.Module, diffusion: Diffusion, *, steps: int, t_start: int,
-                 start: str = 'f1', seed: int = 0):
+                 start: str = 'f1', seed: int = 0, maps: bool = False):
         super().__init__()
         self.net = net
+        #: Also return the last step's blend maps (``RefinerNet.forward(..., maps=True)``).
+        self.maps = bool(maps)
         self.timesteps = diffusion.timesteps(steps, t_start)
         if start not in STARTS:
             raise ValueError(f'start must be one of {STARTS}, got {start!r}')
@@ -279,7 +281,12 @@ class Sampler(nn.Module):
             x = noise if self.start == 'noise' else \
                 math.sqrt(a0) * x + math.sqrt(1.0 - a0) * noise
         b = f1.shape[0]
+        maps = None
         for t, (a_t, a_p, t_prev) in zip(self.timesteps, self.coef):
-            x0 = self.net(x, cond, torch.full((b,), t, dtype=torch.long, device=f1.device))
+            tt = torch.full((b,), t, dtype=torch.long, device=f1.device)
+            if self.maps and t_prev < 0:
+                x0, maps = self.net(x, cond, tt, maps=True)
+            else:
+                x0 = self.net(x, cond, tt)
             x = x0 if t_prev < 0 else ddim_update(x, x0, a_t, a_p)
-        return to_image(x)
+        return (to_image(x), maps) if self.maps else to_image(x)

@@ -388,7 +388,16 @@ class RefinerNet(nn.Module):
     def multiple(self) -> int:
         return self.config.multiple
 
-    def forward(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def has_maps(self) -> bool:
+        """Its output is a blend of the sources by maps (:meth:`forward` with ``maps=True``)."""
+        return self.config.output == 'blend' and self.config.sources
+
+    def forward(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor,
+                maps: bool = False):
+        """``x0_hat``; with ``maps=True`` (a network that :attr:`has_maps`) also the head's maps
+        ``(gi, gv, r[, di, dv])`` after the Tanh, before up-sampling (``shuffle`` maps: at full
+        resolution), so that maps predicted at one size can blend sources of another."""
         cfg = self.config
         c, s = cfg.channels, cfg.down
         f1 = cond[:, :c]
@@ -424,9 +433,11 @@ class RefinerNet(nn.Module):
         top = outs[0] if cfg.top_decoder else skips[0]
         lower = [outs[i] for i in sorted(outs) if i > 0]
         y = torch.tanh(self.head(top, lower))
-        if s > 1:
-            y = (F.pixel_shuffle(y, s) if cfg.maps == 'shuffle' else
-                 F.interpolate(y, size=x_t.shape[-2:], mode='bilinear', align_corners=False))
+        if s > 1 and cfg.maps == 'shuffle':
+            y = F.pixel_shuffle(y, s)
+        low = y
+        if s > 1 and cfg.maps != 'shuffle':
+            y = F.interpolate(y, size=x_t.shape[-2:], mode='bilinear', align_corners=False)
         if cfg.output == 'tanh':
             return y
         if cfg.sources:
@@ -445,7 +456,12 @@ class RefinerNet(nn.Module):
                     img = img + cfg.detail_floor * sel
         else:
             img = f1 + 0.5 * y
-        return 2.0 * torch.clamp(img, 0.0, 1.0) - 1.0
+        x0 = 2.0 * torch.clamp(img, 0.0, 1.0) - 1.0
+        if maps:
+            if not self.has_maps:
+                raise ValueError('maps=True needs a blend refiner with sources')
+            return x0, low
+        return x0
 
 
 def build_condition(f1: torch.Tensor, masks: torch.Tensor, ir: torch.Tensor | None = None,

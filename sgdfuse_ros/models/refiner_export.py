@@ -4,8 +4,10 @@ made ahead of time is the one the method then loads).
 
 * ``refiner_k<K>_t<t0>``: the K-step sampler of a checkpoint (:class:`.diffusion.Sampler`) as
   one graph, ``(f1, masks, ir, vis) -> fused``, all ``1 x C x H x W`` (masks ``1 x 2 x H x W``)
-  in ``[0, 1]``, dynamic H and W. The name carries K and the start timestep, so each sampler
-  setting gets its own export.
+  in ``[0, 1]``, dynamic H and W; a blend refiner also outputs the last step's ``maps``
+  (``RefinerNet.forward(..., maps=True)``: at 1/``down`` for ``bilinear`` maps), so that a
+  frame can be refined at a working size and blended at its own. The name carries K and the
+  start timestep, so each sampler setting gets its own export.
 * ``refiner_step``: one step (:class:`.diffusion.DenoiseStep`), ``(x, cond, t) -> x_next``,
   for a runtime that calls the step K times.
 
@@ -39,7 +41,7 @@ def refiner_sampler(model, meta: dict[str, Any], *, steps: int | None = None) ->
     s = SamplerSettings.from_meta(meta)
     diffusion = Diffusion.from_description(meta.get('diffusion'))
     return Sampler(model, diffusion, steps=int(steps) if steps else s.steps,
-                   t_start=s.t_start, start=s.start).eval()
+                   t_start=s.t_start, start=s.start, maps=model.has_maps).eval()
 
 
 def _example_inputs(c: int) -> Callable[[int, int], tuple]:
@@ -67,10 +69,14 @@ def refiner_spec(sampler: Sampler, *, size: tuple[int, int] = (480, 640),
     net = sampler.net
     c = net.config.channels
     ts = list(sampler.timesteps)
+    outputs = ('fused', 'maps') if sampler.maps else ('fused',)
+    dynamic = {k: _DYNAMIC for k in ('f1', 'masks', 'ir', 'vis', 'fused')}
+    if sampler.maps:  # at 1/down of the frame
+        dynamic['maps'] = {2: 'maps_height', 3: 'maps_width'}
     return ExportSpec(
-        f'refiner_k{len(ts)}_t{ts[0]}', ('f1', 'masks', 'ir', 'vis'), ('fused',),
+        f'refiner_k{len(ts)}_t{ts[0]}', ('f1', 'masks', 'ir', 'vis'), outputs,
         _example_inputs(c), _real_inputs(c, masks_of) if masks_of else None,
-        dynamic_axes={k: _DYNAMIC for k in ('f1', 'masks', 'ir', 'vis', 'fused')},
+        dynamic_axes=dynamic,
         multiple=net.multiple, size=size,
         meta={'config': asdict(net.config), 'timesteps': ts, 'start': sampler.start})
 

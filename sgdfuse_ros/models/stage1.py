@@ -56,6 +56,8 @@ from .export_spec import ExportSpec
 
 CHECKPOINT_FORMAT = 'sgdfuse-stage1'
 CHECKPOINT_VERSION = 1
+#: The blend maps of :meth:`Stage1Net.forward_maps`, in order.
+MAP_NAMES = ('gain_ir', 'gain_vis', 'offset', 'select')
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,13 @@ class Stage1Net(nn.Module):
         return self.config.multiple
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        return self.forward_maps(ir, vis)[0]
+
+    def forward_maps(self, ir: torch.Tensor, vis: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F1, maps)``: ``maps`` = ``[2 sigmoid(a), 2 sigmoid(b), r, sigmoid(t)]`` (``B x 4C x
+        H x W``), the per-pixel blend that makes F1 from the sources (:data:`MAP_NAMES`), so
+        that maps predicted at one size can blend sources of another."""
         cfg = self.config
         s = cfg.down
         if cfg.in_channels > 1 and ir.shape[1] == 1:  # static for luma models (ONNX export)
@@ -368,9 +377,26 @@ class Stage1Net(nn.Module):
         ga, gb, r, t = F.pixel_shuffle(self.head(h), s).chunk(4, 1)
         if cfg.out_channels != cfg.in_channels:  # RGB in, luma out
             ir, vis = ir.mean(1, keepdim=True), vis.mean(1, keepdim=True)
-        blend = 2 * torch.sigmoid(ga) * ir + 2 * torch.sigmoid(gb) * vis + r
-        sel = torch.sigmoid(t)
-        return torch.clamp(blend + sel * (torch.maximum(ir, vis) - blend), 0.0, 1.0)
+        a, b, sel = 2 * torch.sigmoid(ga), 2 * torch.sigmoid(gb), torch.sigmoid(t)
+        blend = a * ir + b * vis + r
+        f1 = torch.clamp(blend + sel * (torch.maximum(ir, vis) - blend), 0.0, 1.0)
+        return f1, torch.cat([a, b, r, sel], 1)
+
+
+class Stage1WithMaps(nn.Module):
+    """A stage-1 network exported with its blend maps: ``(ir, vis) -> (f1, maps)``."""
+
+    def __init__(self, net: Stage1Net):
+        super().__init__()
+        self.net = net
+        self.config = net.config
+
+    @property
+    def multiple(self) -> int:
+        return self.net.multiple
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.forward_maps(ir, vis)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,8 +485,9 @@ def load_stage1(path: str | os.PathLike, map_location: str | torch.device = 'cpu
 # ----------------------------------------------------------------------------------------------
 
 def stage1_spec(model: Stage1Net, size: tuple[int, int] = (480, 640)) -> ExportSpec:
-    """How stage 1 exports: ``(ir, vis)`` ``1 x C x H x W`` -> ``f1``, dynamic H and W, checked
-    on a real pair (the luma broadcast to the network's channels)."""
+    """How stage 1 exports (the module :class:`Stage1WithMaps` of the network): ``(ir, vis)``
+    ``1 x C x H x W`` -> ``f1`` and its blend ``maps`` (``1 x 4C x H x W``), dynamic H and W,
+    checked on a real pair (the luma broadcast to the network's channels)."""
     import numpy as np
 
     c = model.config.in_channels
@@ -474,7 +501,7 @@ def stage1_spec(model: Stage1Net, size: tuple[int, int] = (480, 640)) -> ExportS
         tv = torch.from_numpy(np.ascontiguousarray(vis, np.float32))[None, None]
         return ti.expand(1, c, h, w).contiguous(), tv.expand(1, c, h, w).contiguous()
 
-    return ExportSpec('stage1', ('ir', 'vis'), ('f1',), make, real,
-                      dynamic_axes={'ir': dyn, 'vis': dyn, 'f1': dyn},
+    return ExportSpec('stage1', ('ir', 'vis'), ('f1', 'maps'), make, real,
+                      dynamic_axes={'ir': dyn, 'vis': dyn, 'f1': dyn, 'maps': dyn},
                       multiple=model.multiple, size=size,
-                      meta={'config': asdict(model.config)})
+                      meta={'config': asdict(model.config), 'maps': list(MAP_NAMES)})

@@ -40,6 +40,8 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 from sgdfuse_ros.core.imaging import ImageError
 from sgdfuse_ros.core.slots import LatestSlot
+from sgdfuse_ros.fusion import compose_fast
+from sgdfuse_ros.fusion.autosize import AutoWorkSize, RateMeter
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.fusion.stream import FusionStream
 from sgdfuse_ros.params import ParameterError
@@ -95,6 +97,8 @@ class NodeFusion:
         self._loggers: dict[str, Any] = {}
         self._logged: dict[str, float] = {}  # kind -> time.monotonic() of its last line
         self._frame_listeners: list = []
+        self.autosize: AutoWorkSize | None = None  # the automatic working size, when on
+        self._rate = RateMeter()  # the period of the synchronised pairs
         self._images = MutuallyExclusiveCallbackGroup()
         self._timers = MutuallyExclusiveCallbackGroup()
         self._reset_counters()
@@ -165,6 +169,11 @@ class NodeFusion:
                                      f'backend={s.backend!r}): {type(exc).__name__}: {exc}'
                                      ) from exc
             self.pipeline, self.settings = pipeline, s
+            auto = (s.auto_work_size and s.work_width == 0 and pipeline.config.work_size is None
+                    and getattr(pipeline.method, 'blend_maps', False))  # keeps the detail
+            self.autosize = AutoWorkSize(pipeline) if auto else None
+            if auto and compose_fast.available():
+                compose_fast.warm()  # compiled now, not on the first camera frame
             self.stream = FusionStream(pipeline, mask_rate=s.mask_rate,
                                        mask_max_age=s.mask_max_age_s, live=True)
             from diagnostic_msgs.msg import DiagnosticArray
@@ -225,7 +234,8 @@ class NodeFusion:
                 f'({diagnostics.backend_text(self.backend_report)}), sync {self.sync.backend} '
                 f'(slop {s.sync_slop} s, queue {s.sync_queue_size}), QoS {s.qos_reliability} '
                 f'depth {s.qos_depth}, max_latency {s.max_latency:g} s, conversion '
-                f'{"cv_bridge" if convert.cv_bridge_available() else "numpy"}')
+                f'{"cv_bridge" if convert.cv_bridge_available() else "numpy"}, working size '
+                f'{self._work_size_values()["working_size"]}')
 
     def deactivate(self) -> None:
         """Stop the subscriptions and the timer, then the worker after the frame in hand
@@ -303,6 +313,7 @@ class NodeFusion:
                 return
             with self._lock:
                 self._pairs += 1
+                self._rate.tick(time.monotonic())
             self._slot.put(_Pair(thermal_msg, rgb_msg, time.monotonic(), self._now_ns()))
         except Exception as exc:  # noqa: BLE001
             self.report_error('callback', f'{type(exc).__name__}: {exc}')
@@ -363,9 +374,13 @@ class NodeFusion:
         output = 'mono' if s.output_encoding == 'mono8' else 'color'
         if self.pipeline.config.output != output:  # a run-time change, at a frame boundary
             self.pipeline.config.output = output
+        if self.autosize is not None:
+            self.autosize.before((visible.shape[1], visible.shape[0]))
         result = self.stream.push(
             thermal, visible, name=f'pair @ {header.stamp.sec}.{header.stamp.nanosec:09d}')
         t2 = time.monotonic()
+        if self.autosize is not None:
+            self._adapt_work_size((t2 - t0) * 1e3)
         age_fused = (self._now_ns() - ref_ns) / 1e6
         if limit_ms and age_fused > limit_ms:
             self._drop('late_at_publish', f'pair @ {stamp_ns / 1e9:.3f} was {age_fused:.0f} ms '
@@ -399,6 +414,15 @@ class NodeFusion:
                 listener(stamp_ns, timings)
             except Exception as exc:  # noqa: BLE001
                 self.report_error('listener', f'{type(exc).__name__}: {exc}')
+
+    def _adapt_work_size(self, frame_ms: float) -> None:
+        """Feed one frame's time (conversion and fusion) to the automatic working size; a line
+        when it changed (a warning when it had to go down: fusion cannot keep up)."""
+        line = self.autosize.after(frame_ms, self._rate.period)
+        if line:
+            down = self.autosize.controller.level != 'full' or 'down' in line
+            self._log('work_size', 'warning' if down else 'info',
+                      line + (' (fusion cannot keep up with the camera)' if down else ''))
 
     def add_frame_listener(self, listener) -> None:
         """Call ``listener(stamp_ns, timings_ms)`` (worker thread) after each published frame;
@@ -505,6 +529,14 @@ class NodeFusion:
             if not self._stopping():
                 self.report_error('diagnostics', f'{type(exc).__name__}: {exc}')
 
+    def _work_size_values(self) -> dict[str, str]:
+        if self.autosize is not None:
+            return self.autosize.values()
+        cfg = self.pipeline.config if self.pipeline is not None else None
+        work = cfg.work_size if cfg is not None else None
+        return {'working_size': f'{work[0]}x{work[1]} (fixed)' if work else
+                "the RGB frame's own (within max_pixels)", 'degradation': 'full'}
+
     def diagnostics(self):
         """The DiagnosticArray published on /diagnostics."""
         s = self.settings
@@ -521,7 +553,8 @@ class NodeFusion:
                     'state': self.state,
                     'sync_backend': self.sync.backend if self.sync else '',
                     'conversion': 'cv_bridge' if convert.cv_bridge_available() else 'numpy',
-                    'output_encoding': s.output_encoding if s else ''}
+                    'output_encoding': s.output_encoding if s else '',
+                    **self._work_size_values()}
         subs = self.sync.subscriptions if self.sync is not None else []
         streams = [(name, subs[i].topic_name if i < len(subs) else '',
                     self.sync.last_arrival(i) if self.sync is not None else None)

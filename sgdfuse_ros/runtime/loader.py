@@ -3,10 +3,10 @@ graph of its weights (shipped, or exported ahead of time) or exported on first u
 
 ::
 
-    from sgdfuse_ros.models.stage1 import stage1_spec
+    from sgdfuse_ros.models.stage1 import Stage1WithMaps, stage1_spec
     from sgdfuse_ros.runtime import load_network
 
-    be = load_network('onnxruntime', module=model, spec=stage1_spec(model),
+    be = load_network('onnxruntime', module=Stage1WithMaps(model), spec=stage1_spec(model),
                       digest=sha256_file(weights), source=str(weights), fallback='onnxruntime')
     f1 = be.run({'ir': ir[None, None], 'vis': vis[None, None]})['f1']
 

@@ -39,12 +39,16 @@ from sgdfuse_ros.runtime.threads import available_cores, set_threads
 from .timing import bench_frames, load_average, peak_rss_mb, time_stats
 
 #: Pipeline timing keys reported as stages.
-STAGES = ('thermal', 'color', 'stage1', 'masks', 'refiner', 'merge', 'total', 'jpeg')
+STAGES = ('thermal', 'color', 'resize', 'stage1', 'masks', 'refiner', 'compose', 'merge',
+          'total', 'jpeg')
 
 
 def add_arguments(p) -> None:
     """Arguments of ``sgdfuse bench``."""
-    p.add_argument('--size', default='640x480', help='working size WxH (default 640x480)')
+    p.add_argument('--size', default='640x480', help='frame size WxH (default 640x480)')
+    p.add_argument('--work-size', default=None,
+                   help='WxH the networks run at (default: the frame size); a smaller one '
+                   "is blended at the frame's size (stage 'compose')")
     p.add_argument('--backend', default='onnxruntime',
                    help=f'inference backend: {", ".join(BACKEND_NAMES)} or auto '
                    '(default onnxruntime, the CPU default)')
@@ -209,7 +213,7 @@ def _timed_loop(pipe, pairs, worker, cached, *, warmup: int, frames: int, method
             if key in t:
                 loop.timings[key].append(t[key])
         if 'masks' not in t and pipe.method.uses_masks:
-            loop.timings['masks'].append(t.get('resize', 0.0))  # reused: at most a resize
+            loop.timings['masks'].append(0.0)  # reused: their resize is in 'resize'
         if 'refiner' not in t and method == 'sgdfuse' and 'stage1' in t:
             loop.timings['refiner'].append(t['fuse'] - t['stage1'])
         if jpeg_quality:
@@ -247,6 +251,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
               refiner_backend: str | None = None,
               engines_dir: str | os.PathLike | None = None,
               method_options: dict[str, Any] | None = None,
+              work_size: tuple[int, int] | None = None,
               jpeg_quality: int | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the result object (see the module docstring).
 
@@ -285,7 +290,8 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
             t0 = time.perf_counter()
             pipe = FusionPipeline(PipelineConfig(method=method, method_options=opts,
                                                  mask_provider=mask_provider,
-                                                 mask_options=mask_options))
+                                                 mask_options=mask_options,
+                                                 work_size=work_size))
             refiner_detail = _place_refiner(pipe.method, refiner_backend or backend, threads,
                                             engines_dir)
             load_s = time.perf_counter() - t0
@@ -327,6 +333,8 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         'total_ms': med('total'), 'fps': round(frames / loop.wall, 2),
         'peak_rss_mb': round(peak_rss_mb(), 1), 'backend': backend, 'size': f'{w}x{h}',
         'method': method, 'frames': frames, 'threads': threads,
+        'work_size': f'{pipe.working_size(size)[0]}x{pipe.working_size(size)[1]}',
+        'resize_ms': med('resize'), 'compose_ms': med('compose'),
         'thermal_ms': med('thermal'), 'color_ms': med('color'), 'merge_ms': med('merge'),
         'jpeg_ms': med('jpeg'),
         'p95_ms': {k: round(v['p95'], 2) for k, v in stats.items() if v},
@@ -347,11 +355,13 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
 def format_table(res: dict[str, Any]) -> str:
     """A readable per-stage table of a :func:`run_bench` result."""
     rows = [('thermal preprocessing', 'thermal'), ('colour split', 'color'),
-            ('stage 1', 'stage1'), ('masks (reused)', 'masks'), ('refiner', 'refiner'),
-            ('colour merge', 'merge'), ('per-frame total', 'total'),
-            ('JPEG (compressed output)', 'jpeg')]
+            ('resize to working size', 'resize'), ('stage 1', 'stage1'),
+            ('masks (reused)', 'masks'), ('refiner', 'refiner'),
+            ('blend at frame size', 'compose'), ('colour merge', 'merge'),
+            ('per-frame total', 'total'), ('JPEG (compressed output)', 'jpeg')]
     p95 = res.get('p95_ms', {})
-    lines = [f'sgdfuse bench: {res["method"]} on {res["backend"]} at {res["size"]}, '
+    lines = [f'sgdfuse bench: {res["method"]} on {res["backend"]} at {res["size"]} '
+             f'(networks at {res.get("work_size", res["size"])}), '
              f'{res["frames"]} frames, {res["threads"]} threads, load average '
              f'{res["load_average"]}',
              f'  {res["backend_detail"]}',
@@ -399,7 +409,9 @@ def run_bench_command(args) -> int:
                         refiner_weights=args.refiner_weights,
                         refiner_backend=args.refiner_backend,
                         mask_options={'checkpoint': str(args.mask_checkpoint)}
-                        if args.mask_checkpoint else None, jpeg_quality=args.jpeg)
+                        if args.mask_checkpoint else None,
+                        work_size=parse_size(args.work_size) if args.work_size else None,
+                        jpeg_quality=args.jpeg)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f'sgdfuse: error: {exc}', file=sys.stderr)
         return 2

@@ -50,7 +50,7 @@ def run_variants(*, size: tuple[int, int], frames: int = 30, weights=None,
 
     from sgdfuse_ros.core import imaging
     from sgdfuse_ros.models.export_spec import ExportSpec, module_digest
-    from sgdfuse_ros.models.stage1 import load_stage1, stage1_spec
+    from sgdfuse_ros.models.stage1 import Stage1WithMaps, load_stage1, stage1_spec
     from sgdfuse_ros.models.weights import STAGE1_WEIGHTS
     from sgdfuse_ros.runtime.export import export_module
     from sgdfuse_ros.runtime.ort import OrtBackend
@@ -68,11 +68,12 @@ def run_variants(*, size: tuple[int, int], frames: int = 30, weights=None,
             if not random_weights:
                 raise FileNotFoundError('no stage-1 weights; pass --weights or --random')
             weights_path = write_random_stage1(Path(tmp) / 'stage1_random.pt')
-        model, _ = load_stage1(weights_path)
+        net, _ = load_stage1(weights_path)
+        model = Stage1WithMaps(net)
         m = model.multiple
         h, w = h // m * m, w // m * m
         digest = module_digest(model)
-        spec = stage1_spec(model, size=(h, w))
+        spec = stage1_spec(net, size=(h, w))
         fused = export_module(model, spec, Path(tmp) / 'fused', digest=digest, source='bench')
         raw_spec = ExportSpec(**{**spec.__dict__, 'passes': ()})
         raw = export_module(model, raw_spec, Path(tmp) / 'raw', digest=digest, source='bench')
@@ -80,7 +81,7 @@ def run_variants(*, size: tuple[int, int], frames: int = 30, weights=None,
         for thermal, vis, _ in bench_frames((w, h)):
             ir = imaging.ThermalGain(smoothing=0.0)(thermal)
             pairs.append({'ir': ir[None, None], 'vis': imaging.visible_luma(vis)[None, None]})
-        ref_be = TorchBackend(model, ['ir', 'vis'], ['f1'])
+        ref_be = TorchBackend(net, ['ir', 'vis'], ['f1'])
         refs = [ref_be.run(p)['f1'] for p in pairs]
 
         def ort(path, **kw):
@@ -94,7 +95,7 @@ def run_variants(*, size: tuple[int, int], frames: int = 30, weights=None,
                 torch.set_num_threads(self.n)
                 return self.be.run(feeds)
 
-        nhwc = TorchBackend(model, ['ir', 'vis'], ['f1'], channels_last=True)
+        nhwc = TorchBackend(net, ['ir', 'vis'], ['f1'], channels_last=True)
         variants: list[tuple[str, Any]] = [
             (f'torch eager, NCHW, {threads} threads', Threads(ref_be, threads)),
             (f'torch eager, channels_last (NHWC), {threads} threads', Threads(nhwc, threads)),

@@ -39,7 +39,8 @@ def _stage1_targets(options: dict) -> list[Exportable]:
     """Stage 1 from ``--stage1-weights`` (default: the shipped ones)."""
     import torch
 
-    from sgdfuse_ros.models.stage1 import Stage1Net, load_stage1, preset, stage1_spec
+    from sgdfuse_ros.models.stage1 import (Stage1Net, Stage1WithMaps, load_stage1, preset,
+                                           stage1_spec)
 
     weights = options.get('stage1_weights')
     if weights is None and STAGE1_WEIGHTS.is_file():
@@ -55,8 +56,8 @@ def _stage1_targets(options: dict) -> list[Exportable]:
     else:
         raise FileNotFoundError('no stage-1 weights installed; pass --stage1-weights or '
                                 '--random to export an untrained network')
-    return [Exportable(model, stage1_spec(model, options.get('size', (480, 640))), digest,
-                       source)]
+    spec = stage1_spec(model, options.get('size', (480, 640)))
+    return [Exportable(Stage1WithMaps(model), spec, digest, source)]
 
 
 def _refiner_targets(options: dict) -> list[Exportable]:

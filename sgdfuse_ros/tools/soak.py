@@ -51,6 +51,7 @@ import tempfile
 import threading
 import time
 
+import cv2
 import numpy as np
 
 from sgdfuse_ros.core.imaging import parse_size
@@ -159,7 +160,7 @@ class _Driver:
     """Publishes the pairs and records fused frames and the node's diagnostics."""
 
     def __init__(self, ctx, sizes: dict[str, tuple[int, int]], topics: dict[str, str],
-                 node_name: str):
+                 node_name: str, thermal_size: tuple[int, int] | None = None):
         from diagnostic_msgs.msg import DiagnosticArray
         import rclpy
         from sensor_msgs.msg import Image
@@ -176,6 +177,8 @@ class _Driver:
             frames = bench_frames(size)
             self.msgs[key] = []
             for mono16, vis, _ in frames[:2] if key == 'burst' else frames:
+                if thermal_size is not None and key == 'base':  # a camera of its own size
+                    mono16 = cv2.resize(mono16, thermal_size, interpolation=cv2.INTER_AREA)
                 t_msg = convert.numpy_to_image(mono16, 'mono16', use_cv_bridge=False)
                 r_msg = convert.numpy_to_image(vis, 'rgb8', use_cv_bridge=False)
                 t_msg.header.frame_id, r_msg.header.frame_id = 'thermal_cam', 'rgb_cam'
@@ -222,8 +225,10 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
              warmup: float = 20.0, params: list[str] | None = None, trace: bool = False,
              executor_threads: int = 1, sample_every: float | None = None,
              burst: tuple[tuple[int, int], float] | None = None, node_nice: int = 0,
-             log=print) -> dict:
-    """Run the soak (see the module docstring); returns the figures."""
+             thermal_size: tuple[int, int] | None = None, log=print) -> dict:
+    """Run the soak (see the module docstring); returns the figures. ``thermal_size``: the
+    thermal camera's own size (default ``size``), registered to the RGB frame by the scaling
+    homography."""
     from sgdfuse_ros.ros.graph import ros_env_defaults
 
     _check_busy(busy)
@@ -234,6 +239,10 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
     tag = random.randrange(1 << 20)
     node_name = f'sgdfuse_soak_{tag}'
     topics = {k: f'/soak_{tag}/{k}' for k in ('thermal', 'rgb', 'fused')}
+    if thermal_size is not None:
+        sx, sy = size[0] / thermal_size[0], size[1] / thermal_size[1]
+        params = [*(params or []), f'homography:=[{sx!r}, 0.0, 0.0, 0.0, {sy!r}, 0.0, 0.0, '
+                                   '0.0, 1.0]']
     ros_args = ['--ros-args', '-p', f'thermal_topic:={topics["thermal"]}',
                 '-p', f'rgb_topic:={topics["rgb"]}', '-p', f'fused_topic:={topics["fused"]}',
                 *_param_args(params or []), '-r', f'__node:={node_name}']
@@ -266,7 +275,7 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     driver = _Driver(ctx, {'base': size, **({'burst': burst[0]} if burst else {})}, topics,
-                     node_name)
+                     node_name, thermal_size)
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(driver.node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -518,6 +527,9 @@ def main(argv=None) -> int:
     ap.add_argument('--duration', type=float, default=240.0, help='measured seconds')
     ap.add_argument('--rate', type=float, default=15.0, help='pairs per second (default 15)')
     ap.add_argument('--size', default='640x480', help='WxH of both streams (default 640x480)')
+    ap.add_argument('--thermal-size', default=None,
+                    help='WxH of the thermal camera (default --size; registered to the RGB '
+                    'frame by the scaling homography, e.g. 640x512 beside 1920x1080)')
     ap.add_argument('--busy', type=int, default=0,
                     help='CPU-burning processes beside the node (default 0)')
     ap.add_argument('--warmup', type=float, default=20.0, help='seconds first, not measured')
@@ -555,6 +567,7 @@ def main(argv=None) -> int:
             ap.error(f'--burst must be WxH:SECONDS, got {a.burst!r} ({exc})')
     try:
         r = run_soak(duration=a.duration, rate=a.rate, size=size, busy=a.busy,
+                     thermal_size=parse_size(a.thermal_size) if a.thermal_size else None,
                      warmup=a.warmup, params=a.param, trace=a.trace,
                      executor_threads=a.executor_threads, sample_every=a.sample_every,
                      burst=burst, node_nice=a.node_nice,

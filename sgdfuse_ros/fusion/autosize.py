@@ -1,0 +1,248 @@
+"""The working size that holds the camera's rate, chosen from measured timings.
+
+A live stream gets one fused frame per camera period only when fusing a frame takes less than
+that period. :class:`WorkingSizeController` picks the largest working size (the size the
+networks run at; the published frame keeps the camera's size, see :mod:`.compose`) whose
+measured time fits, and adapts it when the load changes:
+
+* it keeps a moving average of the time per fused frame and of the camera period;
+* after ``patience`` frames over ``target`` x period it steps down the ladder of sizes (each
+  about 0.8x the pixels of the one above, sides multiples of the networks' 32), straight to
+  the first size whose time, scaled by its pixels, fits; at the smallest size it degrades the
+  method instead (``levels``: the refiner off, stage 1 alone);
+* after ``patience_up`` frames whose time, scaled to the next size up, would still fit with
+  room to spare (``headroom``), it steps back up: first the method, then the size. The two
+  thresholds are apart (hysteresis), so it does not oscillate between two sizes.
+
+It is plain Python with an injectable clock-free interface (``observe(frame_ms, period_s)``):
+the node feeds it, tests drive it with made-up timings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Sides of working sizes are multiples of this (the refiner's side multiple: no padding).
+SIDE_MULTIPLE = 32
+#: Degradation levels below the full method, in order.
+LEVELS = ('full', 'stage1')
+
+
+def size_ladder(frame: tuple[int, int], *, max_pixels: int | None = None,
+                min_pixels: int = 320 * 160, step: float = 0.8) -> list[tuple[int, int]]:
+    """Working sizes for a ``frame`` ``(W, H)``, largest first: the frame's aspect, sides
+    multiples of :data:`SIDE_MULTIPLE` (the frame's own size first when it is within
+    ``max_pixels``), each about ``step`` x the pixels of the one before, down to
+    ``min_pixels``."""
+    w, h = frame
+    if w < 1 or h < 1:
+        raise ValueError(f'frame size must be positive, got {w}x{h}')
+    cap = w * h if not max_pixels else min(w * h, int(max_pixels))
+    sizes: list[tuple[int, int]] = []
+    if w * h <= cap:
+        sizes.append((w, h))
+    scale = (cap / (w * h)) ** 0.5
+    m = SIDE_MULTIPLE
+    while True:
+        sw = max(m, int(w * scale / m) * m)
+        sh = max(m, int(round(h * scale / m)) * m)
+        if sw * sh <= cap and (not sizes or sw * sh < sizes[-1][0] * sizes[-1][1]):
+            sizes.append((sw, sh))
+        if sw * sh <= min_pixels or sw == m:
+            break
+        scale *= step ** 0.5
+    return sizes or [(w, h)]
+
+
+@dataclass
+class SizeState:
+    """What the controller decided, for logs and /diagnostics."""
+
+    size: tuple[int, int]
+    level: str
+    reason: str
+
+
+class WorkingSizeController:
+    """See the module docstring. ``target``: the share of the camera period a frame may take;
+    ``headroom``: stepping up needs the predicted time under ``headroom`` x target x period."""
+
+    def __init__(self, *, max_pixels: int | None = None, min_pixels: int = 320 * 160,
+                 target: float = 0.85, headroom: float = 0.75, patience: int = 2,
+                 patience_up: int = 30, smoothing: float = 0.7, can_degrade: bool = True):
+        if not 0.0 < target <= 1.0 or not 0.0 < headroom < 1.0:
+            raise ValueError('need 0 < target <= 1 and 0 < headroom < 1')
+        self.max_pixels, self.min_pixels = max_pixels, int(min_pixels)
+        self.target, self.headroom = float(target), float(headroom)
+        self.patience, self.patience_up = int(patience), int(patience_up)
+        self.smoothing = float(smoothing)
+        self.can_degrade = bool(can_degrade)
+        self._frame: tuple[int, int] | None = None
+        self._ladder: list[tuple[int, int]] = []
+        self._index = 0
+        self._level = 0
+        self._avg_ms: float | None = None
+        self._avg_period: float | None = None
+        self._over = self._under = 0
+        self.changes = 0
+        self.reason = 'start: the largest size within max_pixels, until timings arrive'
+
+    def start(self, frame: tuple[int, int], start_pixels: int | None = None) -> None:
+        """A stream of ``frame``-sized frames begins (or the camera's size changed): the
+        ladder for it, starting at the largest size within ``start_pixels`` (a size that held
+        the rate before), else the largest."""
+        self._frame = frame
+        self._ladder = size_ladder(frame, max_pixels=self.max_pixels,
+                                   min_pixels=self.min_pixels)
+        self._index = 0
+        if start_pixels:
+            fits = [i for i, (w, h) in enumerate(self._ladder) if w * h <= start_pixels]
+            self._index = fits[0] if fits else len(self._ladder) - 1
+        self._avg_ms = None
+        self._over = self._under = 0
+
+    @property
+    def state(self) -> SizeState:
+        return SizeState(self.size, LEVELS[self._level], self.reason)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        if not self._ladder:
+            raise RuntimeError('WorkingSizeController: call start(frame) first')
+        return self._ladder[self._index]
+
+    @property
+    def level(self) -> str:
+        return LEVELS[self._level]
+
+    def size_for(self, frame: tuple[int, int]) -> tuple[int, int]:
+        """The working size for a frame of ``frame`` size (a new size restarts the ladder,
+        at the pixel count that held the rate so far)."""
+        if frame != self._frame:
+            pixels = None if self._frame is None else self.size[0] * self.size[1]
+            self.start(frame, pixels)
+        return self.size
+
+    def observe(self, frame_ms: float, period_s: float | None) -> bool:
+        """One fused frame took ``frame_ms`` (the work the controller can change: conversion,
+        fusion, publishing) with frames arriving every ``period_s`` seconds (None: not known
+        yet). Returns True when the size or the level changed."""
+        if not self._ladder or period_s is None or period_s <= 0:
+            return False
+        a = self.smoothing
+        self._avg_ms = frame_ms if self._avg_ms is None else a * self._avg_ms + (1 - a) * frame_ms
+        self._avg_period = period_s if self._avg_period is None else \
+            a * self._avg_period + (1 - a) * period_s
+        budget = self.target * self._avg_period * 1e3
+        if self._avg_ms > budget:
+            self._over, self._under = self._over + 1, 0
+            if self._over >= self.patience:
+                return self._down(budget)
+            return False
+        self._over = 0
+        if self._up_fits(budget):
+            self._under += 1
+            if self._under >= self.patience_up:
+                return self._up(budget)
+        else:
+            self._under = 0
+        return False
+
+    def _up_fits(self, budget: float) -> bool:
+        if self._level > 0:  # the method first: its cost is about the refiner's share
+            return self._avg_ms * 2.0 < self.headroom * budget
+        if self._index == 0:
+            return False
+        w, h = self.size
+        uw, uh = self._ladder[self._index - 1]
+        return self._avg_ms * (uw * uh) / (w * h) < self.headroom * budget
+
+    def _down(self, budget: float) -> bool:
+        self._over = 0
+        w, h = self.size
+        why = (f'{self._avg_ms:.0f} ms per frame at {w}x{h} is over {budget:.0f} ms '
+               f'({self.target:.0%} of the {self._avg_period * 1e3:.0f} ms camera period)')
+        if self._index + 1 < len(self._ladder):
+            pixels = w * h
+            self._index += 1
+            while self._index + 1 < len(self._ladder):  # straight to a size that fits
+                sw, sh = self.size
+                if self._avg_ms * sw * sh / pixels <= budget:
+                    break
+                self._index += 1
+            self.reason = f'{why}: down to {self.size[0]}x{self.size[1]}'
+        elif self.can_degrade and self._level + 1 < len(LEVELS):
+            self._level += 1
+            self.reason = f'{why} at the smallest size: {LEVELS[self._level]} only'
+        else:
+            return False
+        self._avg_ms = None  # measure the new setting afresh
+        self.changes += 1
+        return True
+
+    def _up(self, budget: float) -> bool:
+        self._under = 0
+        if self._level > 0:
+            self._level -= 1
+            self.reason = (f'{self._avg_ms:.0f} ms per frame leaves room within '
+                           f'{budget:.0f} ms: back to {LEVELS[self._level]}')
+        else:
+            self._index -= 1
+            self.reason = (f'{self._avg_ms:.0f} ms per frame leaves room within '
+                           f'{budget:.0f} ms: up to {self.size[0]}x{self.size[1]}')
+        self._avg_ms = None
+        self.changes += 1
+        return True
+
+
+class RateMeter:
+    """The period of a stream from its arrival times: a moving average of the intervals (gaps
+    over ``max_gap_s`` are a pause, not the rate)."""
+
+    def __init__(self, smoothing: float = 0.9, max_gap_s: float = 1.0):
+        self.smoothing, self.max_gap_s = float(smoothing), float(max_gap_s)
+        self._last: float | None = None
+        self.period: float | None = None
+
+    def tick(self, t: float) -> None:
+        if self._last is not None and 0.0 < t - self._last <= self.max_gap_s:
+            dt = t - self._last
+            a = self.smoothing
+            self.period = dt if self.period is None else a * self.period + (1 - a) * dt
+        self._last = t
+
+
+class AutoWorkSize:
+    """A :class:`WorkingSizeController` applied to a pipeline (its ``set_work_size`` and
+    ``set_refine``): call :meth:`before` with each frame's size before fusing it and
+    :meth:`after` with the time it took; :meth:`after` returns a line to log when the size or
+    the level changed."""
+
+    def __init__(self, pipeline, controller: WorkingSizeController | None = None):
+        self.pipeline = pipeline
+        self.controller = controller or WorkingSizeController(
+            max_pixels=pipeline.budget.max_pixels)
+        self._applied: tuple[tuple[int, int], str] | None = None
+
+    def before(self, frame: tuple[int, int]) -> tuple[int, int]:
+        size = self.controller.size_for(frame)
+        level = self.controller.level
+        if (size, level) != self._applied:
+            self.pipeline.set_work_size(size)
+            self.pipeline.set_refine(level == 'full')
+            self._applied = (size, level)
+        return size
+
+    def after(self, frame_ms: float, period_s: float | None) -> str | None:
+        if self.controller.observe(frame_ms, period_s):
+            return f'working size: {self.controller.reason}'
+        return None
+
+    def values(self) -> dict[str, str]:
+        """For /diagnostics: the working size, the level and why."""
+        if self._applied is None:
+            return {'working_size': 'automatic: the largest that holds the camera rate (no frame '
+                                    'yet)', 'degradation': 'full'}
+        (w, h), level = self._applied
+        return {'working_size': f'{w}x{h} (auto)', 'degradation': level,
+                'working_size_reason': self.controller.reason}
