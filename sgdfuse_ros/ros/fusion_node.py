@@ -46,9 +46,8 @@ from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.fusion.stream import FusionStream
 from sgdfuse_ros.params import ParameterError
 from . import convert, diagnostics
-from .graph import qos_profile
 from .node_params import NodeParameters
-from .outputs import Outputs, entity_qos, overriding_options
+from .outputs import Outputs, image_publishers, overriding_options, qos_factory
 from .sync import SyncedSubscriptions
 
 #: Seconds between two log lines of one kind of error or drop.
@@ -83,8 +82,7 @@ class NodeFusion:
         self.stream: FusionStream | None = None
         self.sync: SyncedSubscriptions | None = None
         self.pub_fused = self.pub_ir_mask = self.pub_rgb_mask = self.pub_f1 = None
-        self.pub_diag = None
-        self.outputs: Outputs | None = None  # camera_info and compressed copies
+        self.pub_diag = self.outputs = None  # outputs: camera_info, compressed copies
         self.worker: threading.Thread | None = None
         self._handed = pipeline
         #: Held by each state change and by run-time parameter changes (one at a time).
@@ -177,23 +175,15 @@ class NodeFusion:
             self.stream = FusionStream(pipeline, mask_rate=s.mask_rate,
                                        mask_max_age=s.mask_max_age_s, live=True)
             from diagnostic_msgs.msg import DiagnosticArray
-            from sensor_msgs.msg import Image
 
-            n = self.node
-
-            def publisher(topic):  # with the topic's qos_overrides parameters
-                qos, overrides = entity_qos(s.qos_reliability, s.qos_depth)
-                return n.create_publisher(Image, topic, qos, **overrides)
-
+            n, publisher = self.node, image_publishers(self.node, s)  # with qos_overrides
             self.pub_fused = publisher(s.fused_topic)
             if s.publish_masks:
                 self.pub_ir_mask = publisher('~/ir_mask')
                 self.pub_rgb_mask = publisher('~/rgb_mask')
             if s.publish_f1:
                 self.pub_f1 = publisher('~/f1')
-            self.outputs = Outputs(n, s, fused_topic=self.pub_fused.topic_name, mask_topics=(
-                (self.pub_ir_mask.topic_name, self.pub_rgb_mask.topic_name)
-                if s.publish_masks else ()))
+            self.outputs = Outputs(n, s, self.pub_fused, self.pub_ir_mask, self.pub_rgb_mask)
             self.pub_diag = n.create_publisher(DiagnosticArray, '/diagnostics', 10)
             self.state = 'inactive'
 
@@ -216,13 +206,10 @@ class NodeFusion:
                 self.node,
                 [(CompressedImage if s.thermal_compressed else Image, s.thermal_topic),
                  (CompressedImage if s.rgb_compressed else Image, s.rgb_topic)],
-                lambda: qos_profile(s.qos_reliability, s.qos_depth),
-                queue_size=s.sync_queue_size, slop=s.sync_slop, callback=self._on_pair,
-                backend=s.sync_backend,
+                qos_factory(s), queue_size=s.sync_queue_size,
+                slop=s.sync_slop, callback=self._on_pair, backend=s.sync_backend,
                 on_error=lambda exc: self.report_error('callback', f'{type(exc).__name__}: {exc}'),
                 callback_group=self._images, qos_overriding_options=overriding_options())
-            self.outputs.subscribe(self.sync.subscriptions[1].topic_name,
-                                   callback_group=self._images)
             self._timer = self.node.create_timer(s.diagnostics_period, self._on_diagnostics,
                                                  callback_group=self._timers)
             self._started = time.monotonic()
@@ -246,8 +233,6 @@ class NodeFusion:
             if self.sync is not None:
                 self.sync.destroy()
                 self.sync = None
-            if self.outputs is not None:
-                self.outputs.unsubscribe()
             if self._timer is not None:
                 self.node.destroy_timer(self._timer)
                 self._timer = None
@@ -275,7 +260,6 @@ class NodeFusion:
                     setattr(self, name, None)
             if self.outputs is not None:
                 self.outputs.destroy()
-                self.outputs = None
             if self.stream is not None:
                 try:
                     self.stream.close()
@@ -391,11 +375,10 @@ class NodeFusion:
         age = (self._now_ns() - ref_ns) / 1e6
         self.outputs.fused(result.image, s.output_encoding, header)
         if self.pub_ir_mask is not None and result.masks is not None:
-            for i, (pub, mask) in enumerate(zip((self.pub_ir_mask, self.pub_rgb_mask),
-                                                result.masks)):
-                mask8 = convert.float_to_mono8(mask)
-                pub.publish(convert.numpy_to_image(mask8, 'mono8', header=header))
-                self.outputs.mask(i, mask8, header)
+            for pub, mask in zip((self.pub_ir_mask, self.pub_rgb_mask), result.masks):
+                pub.publish(convert.numpy_to_image(convert.float_to_mono8(mask), 'mono8',
+                                                   header=header))
+            self.outputs.masks(result.masks, header)
         if self.pub_f1 is not None and result.f1 is not None:
             self.pub_f1.publish(convert.numpy_to_image(convert.float_to_mono8(result.f1),
                                                        'mono8', header=header))

@@ -12,8 +12,10 @@ Vehicle stacks expect of an image topic what camera drivers and image_pipeline g
   (``publish_compressed``, ``jpeg_quality``) of the fused image and of the masks when they are
   published, with image_transport's ``format`` strings (:func:`jpeg_bytes`).
 
-Every publisher and subscription here takes the ROS 2 QoS overrides
-(``qos_overrides.<topic>.<publisher|subscription>.<policy>``, :func:`entity_qos`). Importing
+Every publisher and subscription of the node's image topics takes the ROS 2 QoS overrides
+(``qos_overrides.<topic>.<publisher|subscription>.<policy>``, :func:`image_publishers`,
+:func:`qos_factory` with :func:`overriding_options`). The camera_info subscription starts when
+the node is configured (it only keeps the newest message). Importing
 this module does not import rclpy (``bag fuse`` uses :func:`jpeg_bytes` offline).
 """
 
@@ -86,63 +88,56 @@ def overriding_options():
     return QoSOverridingOptions.with_default_policies()
 
 
-def entity_qos(reliability: str, depth: int):
-    """A new QoS profile (rclpy changes the one it is given to the topic's overrides) and
-    :func:`overriding_options`, as keyword arguments of ``create_publisher`` /
-    ``create_subscription``."""
+def qos_factory(settings):
+    """A function that makes a new QoS profile of the image topics (``qos_reliability``,
+    ``qos_depth``) per call: with :func:`overriding_options` rclpy changes the profile it is
+    given to the topic's overrides, so no two topics may share one."""
     from .graph import qos_profile
 
-    return qos_profile(reliability, depth), {'qos_overriding_options': overriding_options()}
+    return lambda: qos_profile(settings.qos_reliability, settings.qos_depth)
+
+
+def image_publishers(node, settings, msg_type=None):
+    """A function ``topic -> publisher`` of ``msg_type`` (default sensor_msgs/Image) on
+    ``node`` with the image topics' QoS and the topic's ``qos_overrides`` parameters."""
+    if msg_type is None:
+        from sensor_msgs.msg import Image as msg_type
+    qos = qos_factory(settings)
+    return lambda topic: node.create_publisher(msg_type, topic, qos(),
+                                               qos_overriding_options=overriding_options())
 
 
 class Outputs:
     """The node's outputs beside the fused image (see the module docstring), for one
-    configuration: publishers made here, the camera_info subscription by :meth:`subscribe`
-    (on activation) until :meth:`unsubscribe`; :meth:`destroy` removes everything.
-    ``fused_topic``: the fused publisher's resolved name; ``mask_topics``: those of the mask
-    publishers (empty when masks are not published)."""
+    configuration: the camera_info publisher and subscription and the JPEG publishers, made
+    beside the node's image publishers ``pub_fused`` and, when masks are published,
+    ``pub_ir_mask`` and ``pub_rgb_mask`` (which stay the node's); :meth:`destroy` removes what
+    this made."""
 
-    def __init__(self, node, settings, *, fused_topic: str, mask_topics: tuple[str, ...] = ()):
+    def __init__(self, node, settings, pub_fused, pub_ir_mask=None, pub_rgb_mask=None):
         from sensor_msgs.msg import CameraInfo, CompressedImage
-
-        self.node = node
-        self.settings = settings
-        self.info_sub = None
-        self._said_no_info = False
-        self.published_info = 0
-        qos, over = entity_qos(settings.qos_reliability, settings.qos_depth)
-        self.pub_info = node.create_publisher(CameraInfo, sibling_topic(fused_topic,
-                                                                        'camera_info'), qos,
-                                              **over)
-        self.pub_fused_jpeg = None
-        self.pub_masks_jpeg: list[Any] = []
-        if settings.publish_compressed:
-            qos, over = entity_qos(settings.qos_reliability, settings.qos_depth)
-            self.pub_fused_jpeg = node.create_publisher(CompressedImage,
-                                                        f'{fused_topic}/compressed', qos, **over)
-            for topic in mask_topics:
-                qos, over = entity_qos(settings.qos_reliability, settings.qos_depth)
-                self.pub_masks_jpeg.append(node.create_publisher(
-                    CompressedImage, f'{topic}/compressed', qos, **over))
-
-    def subscribe(self, rgb_topic: str, callback_group=None) -> None:
-        """Subscribe to the RGB camera's camera_info (``camera_info_topic``, else beside the
-        resolved ``rgb_topic``)."""
-        from sensor_msgs.msg import CameraInfo
 
         from .sync import LatestMessage
 
-        s = self.settings
-        topic = s.camera_info_topic or sibling_topic(rgb_topic, 'camera_info')
-        qos, over = entity_qos(s.qos_reliability, s.qos_depth)
-        if callback_group is not None:
-            over['callback_group'] = callback_group
-        self.info_sub = LatestMessage(self.node, CameraInfo, topic, qos, **over)
-
-    def unsubscribe(self) -> None:
-        if self.info_sub is not None:
-            self.info_sub.destroy()
-            self.info_sub = None
+        self.node = node
+        self.settings = settings
+        self._said_no_info = False
+        self.published_info = 0
+        fused_topic = pub_fused.topic_name
+        self.pub_info = image_publishers(node, settings, CameraInfo)(
+            sibling_topic(fused_topic, 'camera_info'))
+        self.pub_fused_jpeg = None
+        self.pub_masks_jpeg: list[Any] = []
+        if settings.publish_compressed:
+            jpeg = image_publishers(node, settings, CompressedImage)
+            self.pub_fused_jpeg = jpeg(f'{fused_topic}/compressed')
+            self.pub_masks_jpeg = [jpeg(f'{pub.topic_name}/compressed')
+                                   for pub in (pub_ir_mask, pub_rgb_mask) if pub is not None]
+        # The RGB camera's camera_info, beside rgb_topic as remapped unless named.
+        topic = settings.camera_info_topic or sibling_topic(
+            node.resolve_topic_name(settings.rgb_topic), 'camera_info')
+        self.info_sub = LatestMessage(node, CameraInfo, topic, qos_factory(settings)(),
+                                      qos_overriding_options=overriding_options())
 
     def fused(self, image: np.ndarray, encoding: str, header) -> None:
         """After the fused image went out (``image`` as published, ``encoding`` its
@@ -154,17 +149,21 @@ class Outputs:
             self.published_info += 1
         elif not self._said_no_info:
             self._said_no_info = True
-            topic = self.info_sub.topic_name if self.info_sub is not None else '(none)'
             self.node.get_logger().info(
-                f'no camera_info on {topic} yet: publishing none on '
+                f'no camera_info on {self.info_sub.topic_name} yet: publishing none on '
                 f'{self.pub_info.topic_name} until one comes (set camera_info_topic)')
         if self.pub_fused_jpeg is not None:
             self._publish_jpeg(self.pub_fused_jpeg, self._as_encoding(image, encoding), header)
 
-    def mask(self, index: int, mask: np.ndarray, header) -> None:
-        """After mask ``index`` (0: thermal, 1: RGB; ``uint8``) went out: its JPEG."""
-        if index < len(self.pub_masks_jpeg):
-            self._publish_jpeg(self.pub_masks_jpeg[index], mask, header)
+    def masks(self, masks, header) -> None:
+        """After the masks (thermal, RGB; float in [0, 1]) went out: their JPEGs when asked
+        for."""
+        if not self.pub_masks_jpeg or masks is None:
+            return
+        from .convert import float_to_mono8
+
+        for pub, mask in zip(self.pub_masks_jpeg, masks):
+            self._publish_jpeg(pub, float_to_mono8(mask), header)
 
     @staticmethod
     def _as_encoding(image: np.ndarray, encoding: str) -> np.ndarray:
@@ -182,8 +181,10 @@ class Outputs:
         pub.publish(msg)
 
     def destroy(self) -> None:
-        """Destroy the subscription and the publishers; harmless twice."""
-        self.unsubscribe()
+        """Destroy the subscription and the publishers made here; harmless twice."""
+        if self.info_sub is not None:
+            self.info_sub.destroy()
+            self.info_sub = None
         for pub in [self.pub_info, self.pub_fused_jpeg, *self.pub_masks_jpeg]:
             if pub is not None:
                 try:
@@ -194,5 +195,5 @@ class Outputs:
         self.pub_masks_jpeg = []
 
 
-__all__ = ['JPEG_FORMATS', 'Outputs', 'entity_qos', 'jpeg_bytes', 'overriding_options',
-           'scaled_camera_info', 'sibling_topic']
+__all__ = ['JPEG_FORMATS', 'Outputs', 'image_publishers', 'jpeg_bytes', 'overriding_options',
+           'qos_factory', 'scaled_camera_info', 'sibling_topic']
