@@ -73,6 +73,9 @@ class PipelineConfig:
     oversize: str = 'resize'
     #: ``color`` restores the visible chroma (when the visible frame has colour); ``mono`` not.
     output: str = 'color'
+    #: A method with blend maps run at a working size smaller than the frame: blend the
+    #: frame's own sources with its maps (True, :mod:`.compose`) or scale its output up.
+    full_resolution_blend: bool = True
     thermal_low_percentile: float = 1.0
     thermal_high_percentile: float = 99.0
     thermal_smoothing: float = 0.9
@@ -185,7 +188,8 @@ class FusionPipeline:
         if visible.dtype != np.uint8:
             raise ImageError(f'{name}: visible frame must be 8-bit, got {visible.dtype}')
         h, w = visible.shape[:2]
-        blend = work != (w, h) and getattr(self.method, 'blend_maps', False)
+        blend = (work != (w, h) and self.config.full_resolution_blend
+                 and getattr(self.method, 'blend_maps', False))
         if blend and visible.ndim == 3 and compose_fast.available():
             vis_y = compose_fast.visible_luma(visible)  # one parallel pass
         else:
