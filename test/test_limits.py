@@ -35,11 +35,11 @@ class _Recorder:
     def __getattr__(self, key):
         return getattr(self.method, key)
 
-    def __call__(self, ir, vis, masks=None):
+    def __call__(self, ir, vis, masks=None, **options):
         self.sizes.append((ir.shape[1], ir.shape[0]))
         if masks is not None:
             self.sizes.extend((m.shape[1], m.shape[0]) for m in masks)
-        return self.method(ir, vis, masks)
+        return self.method(ir, vis, masks, **options)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -271,7 +271,7 @@ class NodeFusion:
                         self.pipeline.method if self.pipeline else None,
                         self.pipeline.mask_provider if self.pipeline else None):
                 self.close_quietly(obj)
-            self.pipeline = self._handed = None
+            self.pipeline = self._handed = self.autosize = None
             self.state = 'unconfigured'
         gc.collect()  # the models' memory goes now, not at some later collection
         torch = sys.modules.get('torch')
