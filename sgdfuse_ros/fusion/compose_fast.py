@@ -116,15 +116,35 @@ def _build():
                         out_rgb[y, x, ch] = np.uint8(min(max(o, np.float32(0.0)),
                                                          np.float32(255.0)))
 
-    _kernels = (luma, blend)
+    @jit
+    def merge(rgb, fused, vis, out):
+        h, w = fused.shape
+        for y in numba.prange(h):
+            for x in range(w):
+                d = (fused[y, x] - vis[y, x]) * np.float32(255.0) + np.float32(0.5)
+                for ch in range(3):
+                    o = rgb[y, x, ch] + d
+                    out[y, x, ch] = np.uint8(min(max(o, np.float32(0.0)), np.float32(255.0)))
+
+    _kernels = (luma, blend, merge)
     return _kernels
 
 
 def visible_luma(rgb: np.ndarray) -> np.ndarray:
     """Luma (BT.601, float32 ``[0, 1]``) of a ``uint8`` RGB frame in one parallel pass."""
-    luma, _ = _build()
+    luma = _build()[0]
     out = np.empty(rgb.shape[:2], np.float32)
     luma(np.ascontiguousarray(rgb), out)
+    return out
+
+
+def merge_luma(fused: np.ndarray, rgb: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """``uint8`` RGB frame ``rgb`` with its luma ``vis`` replaced by ``fused`` (both float32
+    ``[0, 1]``): ``RGB + (fused - vis)`` per channel, the same chroma (one parallel pass;
+    :func:`sgdfuse_ros.core.imaging.merge_luma` within one 8-bit step)."""
+    out = np.empty(rgb.shape, np.uint8)
+    _build()[2](np.ascontiguousarray(rgb), np.ascontiguousarray(fused, np.float32),
+                np.ascontiguousarray(vis, np.float32), out)
     return out
 
 
@@ -149,7 +169,7 @@ def compose_frame(maps: BlendMaps, ir: np.ndarray, vis: np.ndarray,
     """``(fused luma, f1, image)`` at the size of ``ir`` / ``vis`` (float32 ``[0, 1]``, one
     size): :func:`.compose.compose`, and with ``rgb`` (``uint8`` RGB of that size) the fused
     RGB frame (its luma replaced), else ``image`` None."""
-    _, blend = _build()
+    blend = _build()[1]
     h, w = ir.shape
     ww, wh = maps.work
     g1 = np.ascontiguousarray(stage1_terms(maps.stage1))
@@ -192,3 +212,4 @@ def warm() -> None:
     z = np.zeros((16, 16), np.float32)
     compose_frame(b, z, z, np.zeros((16, 16, 3), np.uint8))
     visible_luma(np.zeros((4, 4, 3), np.uint8))
+    merge_luma(z, np.zeros((16, 16, 3), np.uint8), z)

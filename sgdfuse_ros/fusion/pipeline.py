@@ -190,8 +190,9 @@ class FusionPipeline:
         h, w = visible.shape[:2]
         blend = (work != (w, h) and self.config.full_resolution_blend
                  and getattr(self.method, 'blend_maps', False))
-        if blend and visible.ndim == 3 and compose_fast.available():
-            vis_y = compose_fast.visible_luma(visible)  # one parallel pass
+        fast = visible.ndim == 3 and compose_fast.available()  # compiled colour passes
+        if fast:
+            vis_y = compose_fast.visible_luma(visible)
         else:
             vis_y = _banded_luma(visible)
         t2 = time.perf_counter()
@@ -244,11 +245,13 @@ class FusionPipeline:
             if own_masks:
                 masks = tuple(imaging.resize(m, (w, h)) for m in masks_w)
             timings['resize'] = timings.get('resize', 0.0) + (time.perf_counter() - tr) * 1e3
-        del out, masks_w, vis_y
+        del out, masks_w
         if image is None:
             tc = time.perf_counter()
-            image = _banded_merge(fused, visible if color else None)
+            image = (compose_fast.merge_luma(fused, visible, vis_y) if fast and color
+                     else _banded_merge(fused, visible if color else None))
             timings['merge'] = (time.perf_counter() - tc) * 1e3
+        del vis_y
         if work != self._last_work:
             if self._last_work is not None:  # frame size changed: hand freed memory back
                 release_heap()
