@@ -190,11 +190,7 @@ class FusionPipeline:
         h, w = visible.shape[:2]
         blend = (work != (w, h) and self.config.full_resolution_blend
                  and getattr(self.method, 'blend_maps', False))
-        fast = visible.ndim == 3 and compose_fast.available()  # compiled colour passes
-        if fast:
-            vis_y = compose_fast.visible_luma(visible)
-        else:
-            vis_y = _banded_luma(visible)
+        vis_y = _banded_luma(visible)
         t2 = time.perf_counter()
         timings['color'] = (t2 - t1) * 1e3
 
@@ -231,8 +227,9 @@ class FusionPipeline:
         if blend:
             tc = time.perf_counter()
             if compose_fast.available():  # the blend and the colour merge in one pass
-                fused, f1, image = compose_fast.compose_frame(out.maps, ir, vis_y,
-                                                              visible if color else None)
+                fused, image = compose_fast.compose_frame(out.maps, ir, vis_y,
+                                                          visible if color else None)
+                f1 = imaging.resize(out.f1, (w, h))  # F1 itself, scaled up
             else:
                 fused, f1 = compose(out.maps, ir, vis_y)
             timings['compose'] = (time.perf_counter() - tc) * 1e3
@@ -248,8 +245,7 @@ class FusionPipeline:
         del out, masks_w
         if image is None:
             tc = time.perf_counter()
-            image = (compose_fast.merge_luma(fused, visible, vis_y) if fast and color
-                     else _banded_merge(fused, visible if color else None))
+            image = _banded_merge(fused, visible if color else None)
             timings['merge'] = (time.perf_counter() - tc) * 1e3
         del vis_y
         if work != self._last_work:
