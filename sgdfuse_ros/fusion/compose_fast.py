@@ -124,4 +124,3 @@ def warm() -> None:
     b = BlendMaps(work=(8, 8), stage1=np.zeros((4, 8, 8), np.float32))
     z = np.zeros((16, 16), np.float32)
     compose_frame(b, z, z, np.zeros((16, 16, 3), np.uint8))
-    merge_luma(z, np.zeros((16, 16, 3), np.uint8), z)
