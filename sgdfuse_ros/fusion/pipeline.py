@@ -180,9 +180,12 @@ class FusionPipeline:
         if visible.ndim >= 2:  # other shapes: align_pair says what is wrong
             self.budget.check((thermal.shape[1], thermal.shape[0]), name)
             work = self.working_size((visible.shape[1], visible.shape[0]), name)
-        registered = imaging.align_pair(thermal, visible, self.config.homography, name=name)
-        ir = self.gain(registered)
-        del registered
+        homography = self.config.homography
+        if homography is not None and thermal.ndim == 2 and thermal.size:
+            # the gain on the camera's own pixels (fewer than the visible frame's), then warped
+            ir = imaging.align_pair(self.gain(thermal), visible, homography, name=name)
+        else:
+            ir = self.gain(imaging.align_pair(thermal, visible, homography, name=name))
         t1 = time.perf_counter()
         timings['thermal'] = (t1 - t0) * 1e3
         if visible.dtype != np.uint8:
