@@ -84,3 +84,21 @@ def test_the_compiled_blend_equals_the_numpy_one(ivif, refine):
     assert np.mean(image != merged) < 0.01
     gray, none = compose_fast.compose_frame(maps, ir, vis)
     assert none is None and np.array_equal(gray, fused)
+
+
+def test_a_stream_keeps_its_masks_at_the_working_size(ivif):
+    """Masks are made, refreshed and carried at the working size; the fused frames keep the
+    frame's size."""
+    from sgdfuse_ros.fusion.stream import FusionStream
+
+    ir, vis = _pair(ivif)
+    h, w = ir.shape
+    work = (w // 4 // 32 * 32, h // 4 // 32 * 32)
+    pipe = FusionPipeline(PipelineConfig(method='sgdfuse', mask_provider='saliency',
+                                         work_size=work))
+    with FusionStream(pipe, mask_rate=5.0, live=False, camera_rate=10.0) as stream:
+        for _ in range(4):
+            res = stream.push(ir, vis)
+            assert res.image.shape == vis.shape and 'compose' in res.timings
+            assert res.masks[0].shape == res.masks[1].shape == (work[1], work[0])
+        assert stream.mask_stats()['refreshes'] >= 1

@@ -91,6 +91,8 @@ class FusionResult:
     """The thermal frame after gain and registration, float32 [0, 1], visible frame's size."""
     f1: np.ndarray | None = None
     masks: tuple[np.ndarray, np.ndarray] | None = None
+    """The masks used (IR, visible): at the visible frame's size, or at the working size when
+    they were given there (a :class:`~.stream.FusionStream` keeps them at the working size)."""
     timings: dict[str, float] = field(default_factory=dict)
     method: str = ''
 
@@ -167,8 +169,9 @@ class FusionPipeline:
     def fuse(self, thermal: np.ndarray, visible: np.ndarray, *,
              masks: tuple[np.ndarray, np.ndarray] | None = None, name: str = 'frame'
              ) -> FusionResult:
-        """Fuse one pair. ``masks`` (IR, visible; float [0, 1] at the visible size) skips the
-        mask provider, as streaming callers do with masks from a background worker.
+        """Fuse one pair. ``masks`` (IR, visible; float [0, 1] at the visible size, or at the
+        working size) skips the mask provider, as streaming callers do with masks from a
+        background worker.
 
         Raises :class:`~sgdfuse_ros.core.imaging.ImageError` for a bad pair, and its subclass
         :class:`FrameTooLarge` for a frame over the pixel budget in ``refuse`` mode (before any
@@ -199,7 +202,7 @@ class FusionPipeline:
 
         h, w = vis_y.shape
         own_masks = self.method.uses_masks and masks is None
-        if own_masks and self.budget.fits((w, h)):  # at the frame's size, as streams give them
+        if own_masks and work == (w, h):  # at the frame's size, as streams give them
             tm = time.perf_counter()
             masks = self.mask_provider(ir, vis_y if visible.ndim == 2 else visible).as_tuple()
             timings['masks'] = (time.perf_counter() - tm) * 1e3

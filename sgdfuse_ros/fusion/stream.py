@@ -50,6 +50,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core.imaging import ImageError
 from sgdfuse_ros.masks import MaskResult, MaskWorker
 from sgdfuse_ros.masks.motion import MaskCarrier
 from .pipeline import FusionPipeline, FusionResult
@@ -236,12 +238,13 @@ class FusionStream:
         if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, (int, float))
                                   or not math.isfinite(stamp)):
             raise ValueError(f'{name}: stamp must be a finite number of seconds, got {stamp!r}')
-        shape = visible.shape[:2]
+        small = self._mask_frame(visible)  # masks live at the working size
+        shape = small.shape[:2]
         masks = None
         luma = None
         start = False  # masks of this pair computed now, by the pipeline (carrier only)
         if self._carrier is not None:
-            luma = _motion_luma(visible)
+            luma = _motion_luma(small)
             start = self._carried_shape != shape
             if not start:
                 masks = self._carried_masks(shape, luma, stamp)
@@ -250,20 +253,24 @@ class FusionStream:
         elif self._offline is not None:
             masks = self._offline.latest(self.frames, self._frame_time(stamp), shape)
         result = self.pipeline.fuse(thermal, visible, masks=masks, name=name)
-        if start and result.masks is not None:
+        ir_small = result.ir if small is visible else imaging.resize(result.ir, small.shape[1::-1])
+        own = None if result.masks is None else tuple(
+            m if m.shape == shape else imaging.resize(m, small.shape[1::-1]) for m in result.masks)
+        result.masks = own  # a stream's masks: at the working size, every frame
+        if start and own is not None:
             self._carrier.reset()
-            self._carrier.update(result.masks, luma)
+            self._carrier.update(own, luma)
             self._carried_shape, self._carried_source = shape, None
             self._sources.clear()
         if self._worker is not None:
-            self._worker.submit(result.ir, visible)
+            self._worker.submit(ir_small, small)
             if luma is not None:  # the worker numbers submitted pairs from 1
                 self._sources[self._worker.submitted] = luma
                 for old in [k for k in self._sources if k < self._worker.submitted - 8]:
                     del self._sources[old]
         elif self._offline is not None:
-            done = MaskResult(*result.masks) if start and result.masks is not None else None
-            ms = self._offline.refresh(self.frames, self._frame_time(stamp), result.ir, visible,
+            done = MaskResult(*own) if start and own is not None else None
+            ms = self._offline.refresh(self.frames, self._frame_time(stamp), ir_small, small,
                                        done=done)
             if ms is not None:
                 result.timings.setdefault('masks', ms)
@@ -271,6 +278,19 @@ class FusionStream:
                     self._sources[self.frames] = luma
         self.frames += 1
         return result
+
+    def _mask_frame(self, visible: np.ndarray) -> np.ndarray:
+        """The visible frame the masks are made and carried on: the frame itself, or, when the
+        pipeline runs the method at a smaller working size, the frame at that size (masks,
+        their refreshes and their motion then cost what the working size costs)."""
+        if visible.ndim < 2 or not self.pipeline.method.uses_masks:
+            return visible
+        h, w = visible.shape[:2]
+        try:
+            work = self.pipeline.working_size((w, h))
+        except ImageError:  # refused: the pipeline says so when it fuses
+            return visible
+        return visible if work == (w, h) else imaging.resize(visible, work)
 
     def _carried_masks(self, shape: tuple[int, int], luma: np.ndarray,
                        stamp: float | None) -> tuple[np.ndarray, np.ndarray]:
