@@ -363,7 +363,7 @@ class NodeFusion:
             thermal, visible, name=f'pair @ {header.stamp.sec}.{header.stamp.nanosec:09d}')
         t2 = time.monotonic()
         if self.autosize is not None:
-            self._adapt_work_size((t2 - t0) * 1e3)
+            self._adapt_work_size((t2 - t0) * 1e3, result.timings.get('fuse'))
         age_fused = (self._now_ns() - ref_ns) / 1e6
         if limit_ms and age_fused > limit_ms:
             self._drop('late_at_publish', f'pair @ {stamp_ns / 1e9:.3f} was {age_fused:.0f} ms '
@@ -395,10 +395,11 @@ class NodeFusion:
             except Exception as exc:  # noqa: BLE001
                 self.report_error('listener', f'{type(exc).__name__}: {exc}')
 
-    def _adapt_work_size(self, frame_ms: float) -> None:
-        """Feed one frame's time (conversion and fusion) to the automatic working size; a line
-        when it changed (a warning when it had to go down: fusion cannot keep up)."""
-        line = self.autosize.after(frame_ms, self._rate.period)
+    def _adapt_work_size(self, frame_ms: float, net_ms: float | None) -> None:
+        """Feed one frame's time (conversion and fusion; ``net_ms`` of it the method's, which
+        scales with the working size) to the automatic working size; a line when it changed (a
+        warning when it had to go down: fusion cannot keep up)."""
+        line = self.autosize.after(frame_ms, self._rate.period, net_ms)
         if line:
             down = self.autosize.controller.level != 'full' or 'down' in line
             self._log('work_size', 'warning' if down else 'info',
