@@ -15,6 +15,9 @@ from one registered pair (default: the bundled ``M3FD_00388``, 1024x768):
             per-pixel temporal standard deviation of the output and of each input; a calm
             method stays at or below the noisier input.
 
+``--video DIR`` measures real registered video instead (:mod:`.video_bench`: flow-compensated
+flicker per sequence and per step beside the inputs' own, and the metrics of the frames).
+
 Frames are fused in order through :class:`~sgdfuse_ros.fusion.pipeline.FusionPipeline` with the
 method's default backend. Methods that use masks get them as in the node: refreshed every
 ``round(camera_rate / mask_rate)`` frames (15 Hz / 2 Hz: every 8th frame) from the mask
@@ -38,6 +41,7 @@ import numpy as np
 
 from sgdfuse_ros.core import imaging
 from sgdfuse_ros.core.paths import samples_dir
+from . import video_bench
 
 DEFAULT_PAIR = 'M3FD_00388.png'
 DEFAULT_METHODS = ('laplacian', 'stage1', 'sgdfuse')
@@ -232,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description='Flicker on a pan and noise on a static scene, '
                                 'frames fused in order as the node does.')
     p.add_argument('--methods', nargs='+', default=list(DEFAULT_METHODS),
-                   help='methods; NAME:hold reuses masks without carrying them '
+                   help='methods; NAME:hold reuses masks without carrying them (--video: '
+                   'NAME:KEY=VALUE,... passes FusionStream options) '
                    '(default: %(default)s)')
     p.add_argument('--ir', type=Path, help='infrared image (default: the bundled M3FD_00388)')
     p.add_argument('--vis', type=Path, help='visible image')
@@ -252,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--steps', type=int, help="refiner steps (default: the checkpoint's)")
     p.add_argument('--seed', type=int, default=0, help='noise seed (default %(default)s)')
     p.add_argument('--json', type=Path, help='also write the full result (per frame) here')
+    p.add_argument('--video', type=Path, help='real video instead of the synthetic clips: a '
+                   'folder of sequences SEQ/ir, SEQ/vi (or one sequence)')
+    video_bench.add_arguments(p)
     return p
 
 
@@ -264,11 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.camera_rate <= 0 or args.mask_rate <= 0:
         print('flicker_bench: error: --camera-rate and --mask-rate must be > 0', file=sys.stderr)
         return 2
+    if args.video is not None and (args.rate <= 0 or args.metrics_every < 1):
+        print('flicker_bench: error: need --rate > 0 and --metrics-every >= 1', file=sys.stderr)
+        return 2
     try:
-        result = run(args)
+        result = run(args) if args.video is None else video_bench.run(args)
     except (ValueError, FileNotFoundError, imaging.ImageError) as exc:
         print(f'flicker_bench: error: {exc}', file=sys.stderr)
         return 2
+    if args.video is not None:
+        print(video_bench.format_report(result))
+        m = result['machine']
+        print(f'\n{m["cpus"]} CPUs, load {m["load"]}; {result["settings"]["rate"]:g} Hz, masks '
+              f'at {result["settings"]["mask_rate"]:g} Hz, flow {result["settings"]["flow"]}')
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
     print(format_report(result))
     m = result['machine']
     print(f'\n{m["cpus"]} CPUs, load {m["load"]}; refresh every '
