@@ -12,7 +12,8 @@ where the flow can be trusted:
   check of Sundaram et al., ECCV 2010); occluded and mismatched pixels fail it;
 * ``x + w_b(x)`` lies inside the previous frame, at least ``margin`` pixels from its border.
 
-The flow is OpenCV's DIS optical flow (``MEDIUM`` preset by default) on the 8-bit reference
+The flow is OpenCV's DIS optical flow (``MEDIUM`` preset by default; Farneback's as a
+cross-check) on the 8-bit reference
 frames, computed once per step (:class:`StepFlow`) and applied to every method's output, so
 methods are compared on the same pixels with the same motion. Published flowD figures use other
 flow networks; compare methods side by side with one flow, never across flows.
@@ -35,16 +36,23 @@ PRESETS = {'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
            'medium': cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
 
+#: Flow methods of :meth:`StepFlow.between`: DIS with a preset, or Farneback (a cross-check
+#: with a flow of another family).
+FLOWS = (*PRESETS, 'farneback')
+
+
 def dis_flow(a: np.ndarray, b: np.ndarray, preset: str = 'medium') -> np.ndarray:
     """Dense flow ``H x W x 2`` (x, y) from 8-bit gray ``a`` to ``b``:
-    ``a(p) ~ b(p + flow(p))``."""
-    if preset not in PRESETS:
-        raise ValueError(f'preset must be one of {tuple(PRESETS)}, got {preset!r}')
+    ``a(p) ~ b(p + flow(p))``; ``preset`` one of :data:`FLOWS`."""
+    if preset not in FLOWS:
+        raise ValueError(f'preset must be one of {FLOWS}, got {preset!r}')
     for name, img in (('a', a), ('b', b)):
         if img.ndim != 2 or img.dtype != np.uint8:
             raise ValueError(f'{name} must be an 8-bit gray image, got {img.dtype} {img.shape}')
     if a.shape != b.shape:
         raise ValueError(f'frames differ in size: {a.shape} vs {b.shape}')
+    if preset == 'farneback':
+        return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 5, 15, 3, 5, 1.2, 0)
     return cv2.DISOpticalFlow_create(PRESETS[preset]).calc(a, b, None)
 
 

@@ -42,6 +42,7 @@ from sgdfuse_ros.core.imaging import ImageError
 from sgdfuse_ros.core.slots import LatestSlot
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.fusion.stream import FusionStream
+from sgdfuse_ros.fusion.temporal import TemporalSettings
 from sgdfuse_ros.params import ParameterError
 from . import convert, diagnostics
 from .graph import qos_profile
@@ -163,8 +164,11 @@ class NodeFusion:
                                      f'backend={s.backend!r}): {type(exc).__name__}: {exc}'
                                      ) from exc
             self.pipeline, self.settings = pipeline, s
+            temporal = (TemporalSettings(strength=s.temporal_strength)
+                        if s.temporal_strength > 0 else False)
             self.stream = FusionStream(pipeline, mask_rate=s.mask_rate,
-                                       mask_max_age=s.mask_max_age_s, live=True)
+                                       mask_max_age=s.mask_max_age_s, live=True,
+                                       temporal=temporal)
             from diagnostic_msgs.msg import DiagnosticArray
             from sensor_msgs.msg import Image
 

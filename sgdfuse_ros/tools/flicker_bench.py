@@ -93,16 +93,20 @@ def static_clip(ir: np.ndarray, vis: np.ndarray, *, size: tuple[int, int], sigma
 
 
 def fuse_in_order(pipeline, clip: list[tuple[np.ndarray, np.ndarray]], *, refresh_every: int,
-                  mask_mode: str = 'carry') -> tuple[list[np.ndarray], list[int], float]:
+                  mask_mode: str = 'carry', temporal: bool = False
+                  ) -> tuple[list[np.ndarray], list[int], float]:
     """Fuse ``clip`` frame by frame as the node does; returns the fused lumas (float32 grey
     levels 0..255), the indices of the refresh frames and the mean per-frame carrier cost
-    (ms; 0 without masks)."""
+    (ms; 0 without masks). ``temporal``: through a default
+    :class:`~sgdfuse_ros.fusion.temporal.TemporalFilter` too."""
+    from sgdfuse_ros.fusion.temporal import TemporalFilter
     from sgdfuse_ros.masks.motion import MaskCarrier
 
     if mask_mode not in MASK_MODES:
         raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}')
     uses_masks = pipeline.method.uses_masks
     carrier = MaskCarrier()
+    steady = TemporalFilter() if temporal else None
     held = None
     outs, refreshes, carry_ms = [], [], []
     for i, (ir, vis) in enumerate(clip):
@@ -121,7 +125,9 @@ def fuse_in_order(pipeline, clip: list[tuple[np.ndarray, np.ndarray]], *, refres
             else:
                 masks = held
         res = pipeline.fuse(ir, vis, masks=masks)
-        outs.append(res.luma.astype(np.float32) * 255.0)
+        luma = res.luma if steady is None else steady(res.luma, imaging.rgb_to_gray(vis)
+                                                       if vis.ndim == 3 else vis)
+        outs.append(luma.astype(np.float32) * 255.0)
     return outs, refreshes, float(np.mean(carry_ms)) if carry_ms else 0.0
 
 
@@ -171,17 +177,20 @@ def run(args) -> dict[str, Any]:
             options['backend'] = args.backend
         pipeline = FusionPipeline(method=name, method_options=options,
                                   mask_provider=args.mask_provider)
+        temporal = mode == 'temporal'
+        mode = 'carry' if temporal else mode
         modes = [mode or 'carry'] if pipeline.method.uses_masks else ['']
         for m in modes:
             label = f'{name} ({m} masks)' if m else name
+            label += ', temporal filter' if temporal else ''
             t0 = time.perf_counter()
             outs, refreshes, carry_ms = fuse_in_order(pipeline, pan, refresh_every=refresh_every,
-                                                      mask_mode=m or 'carry')
+                                                      mask_mode=m or 'carry', temporal=temporal)
             fl = pan_flicker(outs, args.step, args.margin)
             after = [i - 1 for i in refreshes if i >= 1]
             others = [j for j in range(len(fl)) if j not in after]
             souts, _, _ = fuse_in_order(pipeline, static, refresh_every=refresh_every,
-                                        mask_mode=m or 'carry')
+                                        mask_mode=m or 'carry', temporal=temporal)
             median = float(np.median(fl))
             rows[label] = {
                 'pan_mean': float(fl.mean()), 'pan_median': median,
@@ -236,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description='Flicker on a pan and noise on a static scene, '
                                 'frames fused in order as the node does.')
     p.add_argument('--methods', nargs='+', default=list(DEFAULT_METHODS),
-                   help='methods; NAME:hold reuses masks without carrying them (--video: '
+                   help='methods; NAME:hold reuses masks without carrying them, NAME:temporal '
+                   'adds the temporal filter (--video: '
                    'NAME:KEY=VALUE,... passes FusionStream options) '
                    '(default: %(default)s)')
     p.add_argument('--ir', type=Path, help='infrared image (default: the bundled M3FD_00388)')

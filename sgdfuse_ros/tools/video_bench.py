@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from sgdfuse_ros.core import imaging
-from sgdfuse_ros.core.flow import StepFlow, sequence_flicker
+from sgdfuse_ros.core.flow import FLOWS, StepFlow, sequence_flicker
 from sgdfuse_ros.core.metrics import HEADLINE, compute_metrics
 
 REFERENCE = 'laplacian'
@@ -126,7 +126,7 @@ def run(args) -> dict[str, Any]:
     for seq in seqs:
         frames = load_sequence(seq)
         ref_gray = [_gray8(v) for _, v in frames]
-        flows = [StepFlow.between(a, b, preset=args.flow_preset)
+        flows = [StepFlow.between(a, b, preset=args.flow)
                  for a, b in zip(ref_gray[:-1], ref_gray[1:])]
         entry: dict[str, Any] = {
             'frames': len(frames),
@@ -156,7 +156,7 @@ def run(args) -> dict[str, Any]:
     return {'reference': ref, 'rows': summarize(rows, per_seq, ref), 'sequences': per_seq,
             'inputs': {k: float(np.mean(v)) for k, v in inputs.items()},
             'settings': {'video': str(args.video), 'rate': args.rate,
-                         'mask_rate': args.mask_rate, 'flow': f'DIS {args.flow_preset}',
+                         'mask_rate': args.mask_rate, 'flow': _flow_name(args.flow),
                          'metrics_every': args.metrics_every, 'backend': args.backend},
             'machine': {'cpus': os.cpu_count(), 'load': round(os.getloadavg()[0], 2),
                         'python': platform.python_version()}}
@@ -220,14 +220,19 @@ def format_report(result: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
+def _flow_name(flow: str) -> str:
+    return flow if flow == 'farneback' else f'DIS {flow}'
+
+
 def add_arguments(p) -> None:
     """The real-video options of ``flicker_bench``."""
     p.add_argument('--rate', type=float, default=30.0,
                    help='frame rate of the videos (--video; default %(default)s Hz)')
     p.add_argument('--reference', help='method the others are compared with (--video; '
                    'default: the first of --methods)')
-    p.add_argument('--flow-preset', default='medium', choices=('ultrafast', 'fast', 'medium'),
-                   help='DIS preset of the measuring flow (--video; default %(default)s)')
+    p.add_argument('--flow', default='medium', choices=FLOWS,
+                   help='measuring flow: a DIS preset, or farneback (--video; default '
+                   '%(default)s)')
     p.add_argument('--metrics-every', type=int, default=1,
                    help='score every N-th frame with the metrics (--video; default '
                    '%(default)s)')
