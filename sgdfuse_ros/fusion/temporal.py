@@ -3,9 +3,10 @@ the current one where the scene is steady and lets it follow where the scene cha
 
 :class:`TemporalFilter` is a motion-compensated recursive filter on the fused luma:
 
-1. The motion of the step is DIS optical flow (OpenCV, ``FAST`` preset) from the current to the
-   previous visible frame, on a copy ``scale`` times smaller (default 2: 320x240 for a VGA
-   frame), brought up to the frame's size.
+1. The motion of the step is DIS optical flow (OpenCV, ``FAST`` preset: its own pyramid,
+   patches on a quarter-size grid with variational refinement) from the current to the previous
+   visible frame, at the frame's size (``scale`` 1, the default: a sub-pixel flow keeps a pan
+   sharp; ``scale`` 2 or 4 run it on a smaller copy, cheaper but blurring what it carries).
 2. The previous *output* is warped onto the current frame by it (bilinear).
 3. Each pixel takes ``out = fused + k w (warped - fused)`` with
    ``w = ramp(|fused - warped| / tolerance) * ramp(|vis - warped vis| / vis_tolerance)`` and
@@ -51,7 +52,7 @@ class TemporalSettings:
     #: Grey levels (0..255) of difference at which the previous output's weight reaches 0.
     tolerance: float = 25.0
     #: The flow runs on a copy this many times smaller than the frame (1, 2 or 4).
-    scale: int = 2
+    scale: int = 1
     #: Grey levels of disagreement between the visible frame and its warped predecessor at
     #: which the previous output's weight reaches 0 (the flow is wrong there, or the scene
     #: changed).
@@ -110,29 +111,34 @@ class TemporalFilter:
                 or prev_small.shape != small.shape:
             self._prev_out = fused
             return fused
-        flow = self._dis.calc(small, prev_small, None)  # current -> previous, small
+        fx, fy = cv2.split(self._dis.calc(small, prev_small, None))  # current -> previous
         # how far the visible frame itself disagrees with its warped predecessor (small)
-        sh, sw = small.shape
-        sgx, sgy = self._grid_for(sh, sw)
-        prev_vis = cv2.remap(prev_small, sgx + flow[..., 0], sgy + flow[..., 1],
-                             cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        sgx, sgy = self._grid_for(*small.shape)
+        prev_vis = cv2.remap(prev_small, cv2.add(sgx, fx), cv2.add(sgy, fy), cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
         vis_err = cv2.absdiff(small, prev_vis).astype(np.float32)
         # a repeated visible frame (mean change under REPEAT_LEVELS) is a steady scene: the
         # previous output is kept nearly whole instead of converging over several frames
         repeat = max(0.0, 1.0 - float(vis_err.mean()) / REPEAT_LEVELS)
         strength = s.strength + (1.0 - s.strength) * 0.9 * repeat
         tolerance = s.tolerance * (1.0 + 3.0 * repeat)
-        vis_gate = np.maximum(0.0, 1.0 - vis_err / s.vis_tolerance)
-        if s.scale != 1:
-            flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) * float(s.scale)
-            vis_gate = cv2.resize(vis_gate, (w, h), interpolation=cv2.INTER_LINEAR)
+        vis_gate = np.maximum(0.0, 1.0 - vis_err * (1.0 / s.vis_tolerance))
         gx, gy = self._grid_for(h, w)
-        warped = cv2.remap(prev, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
-        diff = warped - fused
-        weight = np.maximum(0.0, 1.0 - np.abs(diff) * (255.0 / tolerance))
+        if s.scale != 1:  # flow and gate to full size (cv2 keeps pixel centres aligned)
+            fx, fy, vis_gate = (cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+                                for m in (fx, fy, vis_gate))
+        mx = cv2.scaleAdd(fx, float(s.scale), gx)
+        my = cv2.scaleAdd(fy, float(s.scale), gy)
+        warped = cv2.remap(prev, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        diff = cv2.subtract(warped, fused)
+        weight = np.abs(diff)
+        weight *= -255.0 / tolerance
+        weight += 1.0
+        np.maximum(weight, 0.0, out=weight)
         weight *= vis_gate
-        out = fused + (strength * weight) * diff
+        weight *= strength
+        diff *= weight
+        out = cv2.add(fused, diff)
         self._prev_out = out
         return out
 

@@ -209,14 +209,15 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f'| {name} | {result["inputs"][k]:.3f} | | {cells} | | |')
     cov = ', '.join(f'{s} {e["coverage"]:.0%}' for s, e in result['sequences'].items())
     lines += ['', f'Pixels measured (flow consistent): {cov}.', '',
-              '| method | ' + ' | '.join(HEADLINE) + f' | beats {ref} | fuse ms | total ms |',
-              '|---|' + '---|' * (len(HEADLINE) + 3)]
+              '| method | ' + ' | '.join(HEADLINE)
+              + f' | beats {ref} | fuse ms | temporal ms | total ms |',
+              '|---|' + '---|' * (len(HEADLINE) + 4)]
     for label, r in rows.items():
         m = r['metrics']
         t = r['timings_ms']
         lines.append(f'| {label} | ' + ' | '.join(f'{m[k]:.4f}' for k in HEADLINE)
                      + f' | {r["beats_ref"]}/{len(HEADLINE)} | {t.get("fuse", 0):.1f} | '
-                     f'{t.get("total", 0):.1f} |')
+                     f'{t.get("temporal", 0):.1f} | {t.get("total", 0):.1f} |')
     return '\n'.join(lines)
 
 
