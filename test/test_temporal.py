@@ -49,21 +49,21 @@ def test_noise_on_a_moving_scene_is_calmed(pan):
 def test_a_change_shows_at_once():
     """A bright object appearing in a static scene is not held back by the previous output."""
     rng = np.random.default_rng(2)
-    base = rng.uniform(60, 120, (96, 128)).astype(np.float32)
+    base = rng.uniform(60, 120, (192, 256)).astype(np.float32)
     base = np.asarray(np.round(base), np.uint8)
     filt = TemporalFilter()
     for _ in range(3):
         filt(base / 255.0, base)
     changed = base.copy()
-    changed[30:60, 40:80] = 240
+    changed[60:100, 80:140] = 240
     out = filt(changed / 255.0, changed) * 255.0
-    assert np.abs(out[32:58, 42:78] - 240).max() < 1.0
+    assert np.abs(out[62:98, 82:138] - 240).max() < 1.0
     # elsewhere the scene is the same, and so is the output: within a few levels next to the
     # object (where the flow is pulled by it), unchanged nearly everywhere else
     diff = np.abs(out - base)
-    diff[30:60, 40:80] = 0
+    diff[60:100, 80:140] = 0
     assert diff.max() < 6.0
-    assert (diff > 1.0).mean() < 0.1
+    assert diff[140:].max() < 0.5 and diff[:, 180:].max() < 0.5 and diff[:, :40].max() < 0.5
 
 
 def test_settings_checked_and_size_change_restarts():
