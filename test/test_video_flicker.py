@@ -85,3 +85,18 @@ def test_video_bench_bad_folder_is_one_line(tmp_path, capsys):
     assert flicker_bench.main(['--video', str(tmp_path / 'nothing')]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'no such folder' in err[0]
+
+
+def test_gain_jump_clip_and_response():
+    rng = np.random.default_rng(3)
+    static = [(rng.integers(0, 250, (40, 50), dtype=np.uint8),
+               rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))] * 6
+    clip, at = flicker_bench.gain_jump_clip(static, 10.0)
+    assert at == 3
+    assert np.array_equal(clip[2][0], static[2][0])
+    assert np.allclose(clip[3][0].astype(int) - static[3][0], 10)
+    # an output that follows the thermal frame: one step of 10, then still
+    outs = [ir.astype(np.float32) for ir, _ in clip]
+    g = flicker_bench.gain_response(outs, at, 2)
+    assert g['step'] == pytest.approx(10.0) and g['after'] == 0.0
+    assert g['moved'] == pytest.approx(10.0)
