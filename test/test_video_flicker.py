@@ -89,7 +89,7 @@ def test_video_bench_bad_folder_is_one_line(tmp_path, capsys):
 
 def test_gain_jump_clip_and_response():
     rng = np.random.default_rng(3)
-    static = [(rng.integers(0, 250, (40, 50), dtype=np.uint8),
+    static = [(rng.integers(0, 240, (40, 50), dtype=np.uint8),
                rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))] * 6
     clip, at = flicker_bench.gain_jump_clip(static, 10.0)
     assert at == 3
