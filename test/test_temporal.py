@@ -123,3 +123,25 @@ def test_cli_fuse_sequence_temporal(pan, tmp_path, capsys):
     first = [imaging.read_image(tmp_path / d / '0000.png') for d in ('plain', 'steady')]
     assert np.array_equal(*first)  # the first frame has no predecessor
     assert not np.array_equal(plain, steady)
+
+
+def test_a_warm_body_in_the_dark_leaves_no_trail():
+    """Visible frame dark and still, a warm blob moving in the thermal frame (the fused frame
+    is then the thermal one): given the thermal frame, the filter lets it move at once."""
+    rng = np.random.default_rng(4)
+    dark = np.full((120, 160), 6, np.uint8)
+    frames = []
+    for i in range(6):
+        ir = np.full((120, 160), 60.0, np.float32) + rng.normal(0, 0.5, (120, 160))
+        ir[50:70, 20 + 12 * i:40 + 12 * i] = 100.0  # 40 levels: under the fused tolerance
+        frames.append(np.asarray(ir / 255.0, np.float32))
+    with_ir, without = TemporalFilter(), TemporalFilter()
+    for f in frames:
+        a = with_ir(f, dark, f) * 255.0
+        b = without(f, dark) * 255.0
+    # where the blob was one frame ago (columns 68..80, background now)
+    old = (slice(52, 68), slice(70, 78))
+    assert np.abs(a[old] - 60.0).max() < 3.0
+    assert np.abs(b[old] - 60.0).max() > 10.0  # the visible frame alone cannot see it move
+    # and the blob itself is whole where it is now
+    assert np.abs(a[52:68, 82:98] - 100.0).max() < 3.0

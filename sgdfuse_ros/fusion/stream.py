@@ -71,7 +71,7 @@ def _steady(temporal: TemporalFilter, result: FusionResult, visible: np.ndarray,
     """Steady ``result`` in place with the stream's temporal filter (timed as ``temporal``)."""
     t0 = time.perf_counter()
     fused = result.luma
-    steady = temporal(fused, _motion_luma(visible) if luma is None else luma)
+    steady = temporal(fused, _motion_luma(visible) if luma is None else luma, result.ir)
     if result.image.ndim == 2:
         result.image = imaging.to_uint8(steady)
     else:  # the same change on R, G and B moves the luma by it and keeps the chroma

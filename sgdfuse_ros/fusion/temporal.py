@@ -9,12 +9,14 @@ the current one where the scene is steady and lets it follow where the scene cha
    sharp; ``scale`` 2 or 4 run it on a smaller copy, cheaper but blurring what it carries).
 2. The previous *output* is warped onto the current frame by it (bilinear).
 3. Each pixel takes ``out = fused + k w (warped - fused)`` with
-   ``w = ramp(|fused - warped| / tolerance) * ramp(|vis - warped vis| / vis_tolerance)`` and
+   ``w = ramp(|fused - warped| / tolerance) * ramp(|vis - warped vis| / vis_tolerance)
+   * ramp(|ir - warped ir - m| / ir_tolerance)`` (``m``: the median thermal change, a gain
+   step of the whole frame; the thermal factor when the thermal frame is given) and
    ``ramp(r) = max(0, 1 - r)``: small differences (the network's shimmer, sensor and
-   compression noise, a thermal gain that steps by a few levels) are pulled toward the previous
-   output; large ones (a person moving against the flow, an occlusion, the flow failing: the
-   visible frame itself then disagrees with its warped predecessor) pass unchanged, so nothing
-   trails behind moving objects.
+   compression noise, a thermal gain step) are pulled toward the previous output; large ones
+   (a person moving against the flow, an occlusion, the flow failing: a source then disagrees
+   with its warped predecessor; a warm body moving in the dark, seen by the thermal camera
+   alone) pass unchanged, so nothing trails behind moving objects.
 4. ``k`` is ``strength``, raised toward 1 (and the tolerance widened) when the visible frame
    repeats its predecessor (mean change under :data:`REPEAT_LEVELS`): cameras and recorders
    that repeat frames would otherwise see the output keep converging on the repeated frame,
@@ -57,6 +59,11 @@ class TemporalSettings:
     #: which the previous output's weight reaches 0 (the flow is wrong there, or the scene
     #: changed).
     vis_tolerance: float = 25.0
+    #: Grey levels of local change of the thermal frame against its warped predecessor (after
+    #: taking out the frame's overall offset, a gain step) at which the previous output's
+    #: weight reaches 0: what moves in the thermal image alone (a warm body in the dark, where
+    #: the visible frame stands still) is never held back.
+    ir_tolerance: float = 25.0
     #: DIS preset of the filter's flow: ``ultrafast``, ``fast`` or ``medium``.
     preset: str = 'fast'
 
@@ -66,6 +73,9 @@ class TemporalSettings:
         if not self.tolerance > 0:
             raise ValueError(f'temporal tolerance must be > 0 grey levels, got '
                              f'{self.tolerance!r}')
+        if not self.ir_tolerance > 0:
+            raise ValueError(f'temporal ir_tolerance must be > 0 grey levels, got '
+                             f'{self.ir_tolerance!r}')
         if not self.vis_tolerance > 0:
             raise ValueError(f'temporal vis_tolerance must be > 0 grey levels, got '
                              f'{self.vis_tolerance!r}')
@@ -85,27 +95,34 @@ class TemporalFilter:
         self._dis = cv2.DISOpticalFlow_create(_PRESETS[self.settings.preset])
         self._prev_out: np.ndarray | None = None  # float32 [0, 1], full size
         self._prev_small: np.ndarray | None = None  # uint8 visible gray, flow size
+        self._prev_ir: np.ndarray | None = None  # float32 [0, 1] thermal, full size
         self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.frames = 0
 
     def reset(self) -> None:
         """Forget the previous frame (the next one passes unchanged)."""
-        self._prev_out = self._prev_small = None
+        self._prev_out = self._prev_small = self._prev_ir = None
 
-    def __call__(self, fused: np.ndarray, visible_gray: np.ndarray) -> np.ndarray:
+    def __call__(self, fused: np.ndarray, visible_gray: np.ndarray,
+                 thermal: np.ndarray | None = None) -> np.ndarray:
         """The steadied luma (float32 [0, 1]) of ``fused`` (float [0, 1], ``H x W``) given the
-        current visible frame as 8-bit gray ``H x W``."""
-        if fused.shape != visible_gray.shape or fused.ndim != 2:
-            raise ValueError(f'fused {fused.shape} and visible {visible_gray.shape} must be '
-                             f'2-D of one size')
+        current visible frame as 8-bit gray ``H x W`` and, optionally, the registered thermal
+        frame (float [0, 1], ``H x W``: the pipeline's ``FusionResult.ir``)."""
+        if fused.shape != visible_gray.shape or fused.ndim != 2 or (
+                thermal is not None and thermal.shape != fused.shape):
+            raise ValueError(f'fused {fused.shape}, visible {visible_gray.shape} and thermal '
+                             f'{None if thermal is None else thermal.shape} must be 2-D of one '
+                             f'size')
         s = self.settings
         h, w = fused.shape
         small = visible_gray if s.scale == 1 else cv2.resize(
             visible_gray, (max(8, w // s.scale), max(8, h // s.scale)),
             interpolation=cv2.INTER_AREA)
         fused = np.asarray(fused, np.float32)
-        prev, prev_small = self._prev_out, self._prev_small
+        prev, prev_small, prev_ir = self._prev_out, self._prev_small, self._prev_ir
         self._prev_small = small
+        ir = None if thermal is None else np.asarray(thermal, np.float32)
+        self._prev_ir = ir
         self.frames += 1
         if s.strength == 0 or prev is None or prev.shape != fused.shape \
                 or prev_small.shape != small.shape:
@@ -136,11 +153,25 @@ class TemporalFilter:
         weight += 1.0
         np.maximum(weight, 0.0, out=weight)
         weight *= vis_gate
+        if ir is not None and prev_ir is not None and prev_ir.shape == ir.shape:
+            weight *= self._thermal_gate(ir, prev_ir, mx, my)
         weight *= strength
         diff *= weight
         out = cv2.add(fused, diff)
         self._prev_out = out
         return out
+
+    def _thermal_gate(self, ir: np.ndarray, prev_ir: np.ndarray, mx: np.ndarray,
+                      my: np.ndarray) -> np.ndarray:
+        """``ramp(|local thermal change| / ir_tolerance)``: the thermal frame against its
+        warped predecessor, less the median change (a gain step of the whole frame)."""
+        change = cv2.subtract(ir, cv2.remap(prev_ir, mx, my, cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE))
+        offset = float(np.median(change[::8, ::8]))
+        gate = np.abs(change - offset)
+        gate *= -255.0 / self.settings.ir_tolerance
+        gate += 1.0
+        return np.maximum(gate, 0.0, out=gate)
 
     def _grid_for(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinate grids of an ``h x w`` image (the last two sizes kept)."""
