@@ -155,8 +155,8 @@ def fuse_in_order(pipeline, clip: list[tuple[np.ndarray, np.ndarray]], *, refres
             else:
                 masks = held
         res = pipeline.fuse(ir, vis, masks=masks)
-        luma = res.luma if steady is None else steady(res.luma, imaging.rgb_to_gray(vis)
-                                                       if vis.ndim == 3 else vis)
+        luma = res.luma if steady is None else steady(
+            res.luma, imaging.rgb_to_gray(vis) if vis.ndim == 3 else vis, res.ir)
         outs.append(luma.astype(np.float32) * 255.0)
     return outs, refreshes, float(np.mean(carry_ms)) if carry_ms else 0.0
 
