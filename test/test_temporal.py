@@ -73,6 +73,8 @@ def test_settings_checked_and_size_change_restarts():
         TemporalSettings(scale=3)
     with pytest.raises(ValueError, match='preset'):
         TemporalSettings(preset='slow')
+    with pytest.raises(TypeError, match='TemporalSettings'):
+        FusionStream(FusionPipeline(method='mean'), live=False, camera_rate=10.0, temporal=0.7)
     filt = TemporalFilter()
     a = np.full((64, 64), 100, np.uint8)
     filt(a / 255.0, a)

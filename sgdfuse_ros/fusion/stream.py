@@ -207,6 +207,9 @@ class FusionStream:
             raise ValueError('mask_latency applies to live=False only (live masks arrive when '
                              'the worker has computed them)')
         self.frames = 0
+        if not isinstance(temporal, (bool, TemporalSettings)):
+            raise TypeError(f'temporal must be True, False or a TemporalSettings, got '
+                            f'{temporal!r}')
         self._temporal = (TemporalFilter(temporal if isinstance(temporal, TemporalSettings)
                                          else None) if temporal else None)
         self._closed = False
