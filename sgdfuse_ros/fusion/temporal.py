@@ -93,6 +93,9 @@ class TemporalFilter:
     def __init__(self, settings: TemporalSettings | None = None):
         self.settings = settings or TemporalSettings()
         self._dis = cv2.DISOpticalFlow_create(_PRESETS[self.settings.preset])
+        # on a smaller copy, a finer pyramid level keeps the flow's detail relative to the frame
+        shift = {1: 0, 2: 1, 4: 2}[self.settings.scale]
+        self._dis.setFinestScale(max(0, self._dis.getFinestScale() - shift))
         self._prev_out: np.ndarray | None = None  # float32 [0, 1], full size
         self._prev_small: np.ndarray | None = None  # uint8 visible gray, flow size
         self._prev_ir: np.ndarray | None = None  # float32 [0, 1] thermal, full size
