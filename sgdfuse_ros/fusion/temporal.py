@@ -5,8 +5,10 @@ the current one where the scene is steady and lets it follow where the scene cha
 
 1. The motion of the step is DIS optical flow (OpenCV, ``FAST`` preset: its own pyramid,
    patches on a quarter-size grid with variational refinement) from the current to the previous
-   visible frame, at the frame's size (``scale`` 1, the default: a sub-pixel flow keeps a pan
-   sharp; ``scale`` 2 or 4 run it on a smaller copy, cheaper but blurring what it carries).
+   visible frame, at the frame's size (``scale`` 1, the default). ``scale`` 2 or 4 run it on a
+   smaller copy, starting one or two pyramid levels finer so that the flow keeps its sub-pixel
+   detail (with the preset's own levels on a half-size copy, what the filter carried was
+   blurred: a synthetic pan flickered 0.41 instead of 0.06 grey levels).
 2. The previous *output* is warped onto the current frame by it (bilinear).
 3. Each pixel takes ``out = fused + k w (warped - fused)`` with
    ``w = ramp(|fused - warped| / tolerance) * ramp(|vis - warped vis| / vis_tolerance)
