@@ -147,3 +147,19 @@ def test_a_warm_body_in_the_dark_leaves_no_trail():
     assert np.abs(b[old] - 60.0).max() > 10.0  # the visible frame alone cannot see it move
     # and the blob itself is whole where it is now
     assert np.abs(a[52:68, 82:98] - 100.0).max() < 3.0
+
+
+def test_bag_fuse_takes_the_temporal_strength(tmp_path):
+    from sgdfuse_ros.ros import bag_fuse, bag_io
+    from sgdfuse_ros.ros.sample_bag import make_sample_bag
+
+    info = make_sample_bag(tmp_path / 'in', frames=4, hold=2, visible_size=(160, 120))
+    outs = {}
+    for k in (0.0, 0.7):
+        out = tmp_path / f'out{k}'
+        summary = bag_fuse.fuse_bag(info.path, out, pipeline='laplacian', only_fused=True,
+                                    temporal_strength=k, progress=False)
+        assert summary.pairs_fused == 4
+        outs[k] = [bytes(m.data) for _, _, m in bag_io.read_messages(out, '/fused/image_raw')]
+    assert outs[0.0][0] == outs[0.7][0]  # the first frame has no predecessor
+    assert outs[0.0][1:] != outs[0.7][1:]
