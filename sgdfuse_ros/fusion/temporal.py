@@ -52,7 +52,7 @@ class TemporalSettings:
     """How strongly the previous output is carried into the current one."""
 
     #: Largest weight of the warped previous output (0 turns the filter off).
-    strength: float = 0.7
+    strength: float = 0.5
     #: Grey levels (0..255) of difference at which the previous output's weight reaches 0.
     tolerance: float = 25.0
     #: The flow runs on a copy this many times smaller than the frame (1, 2 or 4).

@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f'(default {DEFAULT_MASK_RATE:g}, as the node)')
     p.add_argument('--temporal', type=float, metavar='K',
                    help='--sequence: motion-compensated temporal filter of the fused frames, '
-                   'strength K in [0, 1) (0.7 steadies real video; default off, as the node)')
+                   'strength K in [0, 1) (0.5 steadies real video; default off, as the node)')
     add_budget_arguments(p)
     p.add_argument('--overwrite', action='store_true',
                    help='replace output files that exist already (never an input)')

@@ -19,8 +19,8 @@ their own IR and visible frames, mean over all frames (every ``--metrics-every``
 counted against the reference method.
 
 Method specs: ``NAME`` (a fusion method with its default options) or ``NAME:OPTION=VALUE,...``
-where the options are :class:`FusionStream` keywords (``temporal=off`` fuses without the
-stream's temporal filter).
+where the options are :class:`FusionStream` keywords (``temporal=on`` adds the stream's
+temporal filter at its default settings, ``temporal=0.5`` at that strength).
 """
 
 from __future__ import annotations
@@ -83,6 +83,13 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
             raise ValueError(f'method spec {spec!r}: options are KEY=VALUE, got {item!r}')
         low = value.lower()
         options[key] = {'on': True, 'off': False, 'true': True, 'false': False}.get(low, value)
+        if key == 'temporal' and isinstance(options[key], str):
+            from sgdfuse_ros.fusion.temporal import TemporalSettings
+            try:
+                options[key] = TemporalSettings(strength=float(value))
+            except ValueError:
+                raise ValueError(f'method spec {spec!r}: temporal is on, off or a strength in '
+                                 f'[0, 1), got {value!r}') from None
     return spec, name, options
 
 
