@@ -100,3 +100,16 @@ def test_gain_jump_clip_and_response():
     g = flicker_bench.gain_response(outs, at, 2)
     assert g['step'] == pytest.approx(10.0) and g['after'] == 0.0
     assert g['moved'] == pytest.approx(10.0)
+
+
+def test_method_specs():
+    from sgdfuse_ros.fusion.temporal import TemporalSettings
+    from sgdfuse_ros.tools.video_bench import parse_spec
+
+    assert parse_spec('sgdfuse') == ('sgdfuse', 'sgdfuse', {})
+    assert parse_spec('sgdfuse:temporal=on')[2] == {'temporal': True}
+    assert parse_spec('sgdfuse:temporal=0.6')[2] == {'temporal': TemporalSettings(strength=0.6)}
+    with pytest.raises(ValueError, match='strength'):
+        parse_spec('sgdfuse:temporal=1.5')
+    with pytest.raises(ValueError, match='KEY=VALUE'):
+        parse_spec('sgdfuse:temporal')
