@@ -55,6 +55,7 @@ from sgdfuse_ros.core.imaging import ImageError
 from sgdfuse_ros.masks import MaskResult, MaskWorker
 from sgdfuse_ros.masks.motion import MaskCarrier
 from .pipeline import FusionPipeline, FusionResult
+from .temporal import TemporalFilter, TemporalSettings
 
 LOG = logging.getLogger('sgdfuse_ros.fusion')
 
@@ -64,6 +65,23 @@ def _motion_luma(visible: np.ndarray) -> np.ndarray:
     if visible.ndim == 2:
         return visible
     return cv2.cvtColor(visible, cv2.COLOR_RGB2GRAY)
+
+
+def _steady(temporal: TemporalFilter, result: FusionResult, visible: np.ndarray,
+            luma: np.ndarray | None) -> None:
+    """Steady ``result`` in place with the stream's temporal filter (timed as ``temporal``)."""
+    t0 = time.perf_counter()
+    fused = result.luma
+    steady = temporal(fused, _motion_luma(visible) if luma is None else luma, result.ir)
+    if result.image.ndim == 2:
+        result.image = imaging.to_uint8(steady)
+    else:  # the same change on R, G and B moves the luma by it and keeps the chroma
+        delta = np.rint((steady - fused) * 255.0).astype(np.int16)
+        result.image = np.clip(result.image + delta[..., None], 0, 255).astype(np.uint8)
+    result.luma = steady
+    ms = (time.perf_counter() - t0) * 1e3
+    result.timings['temporal'] = ms
+    result.timings['total'] = result.timings.get('total', 0.0) + ms
 
 
 def _positive(name: str, value: Any) -> float:
@@ -158,14 +176,17 @@ class FusionStream:
     1 s. ``camera_rate``: frames per second of the input, needed offline (``live=False``) to
     place the refreshes. ``mask_latency`` (offline only): frames from a refresh's start to the
     first frame that uses it; None: one refresh period. ``carry_masks``: move the masks with the
-    scene between refreshes and compute the first ones at once (module docstring). Not
-    thread-safe: push from one thread.
+    scene between refreshes and compute the first ones at once (module docstring).
+    ``temporal``: steady the fused frames with a :class:`~.temporal.TemporalFilter` (True for
+    its default settings, or a :class:`~.temporal.TemporalSettings`; timed as ``temporal``).
+    Not thread-safe: push from one thread.
     """
 
     def __init__(self, pipeline: FusionPipeline, *, mask_rate: float = 2.0,
                  mask_max_age: float | None = 2.0, camera_rate: float | None = None,
                  live: bool = True, mask_latency: int | None = None,
-                 carry_masks: bool = True):
+                 carry_masks: bool = True,
+                 temporal: bool | TemporalSettings = False):
         if not isinstance(pipeline, FusionPipeline):
             raise TypeError(f'pipeline must be a FusionPipeline, got {type(pipeline).__name__}')
         self.pipeline = pipeline
@@ -187,6 +208,11 @@ class FusionStream:
             raise ValueError('mask_latency applies to live=False only (live masks arrive when '
                              'the worker has computed them)')
         self.frames = 0
+        if not isinstance(temporal, (bool, TemporalSettings)):
+            raise TypeError(f'temporal must be True, False or a TemporalSettings, got '
+                            f'{temporal!r}')
+        self._temporal = (TemporalFilter(temporal if isinstance(temporal, TemporalSettings)
+                                         else None) if temporal else None)
         self._closed = False
         self._first_stamp: float | None = None
         self._worker: MaskWorker | None = None
@@ -253,6 +279,8 @@ class FusionStream:
         elif self._offline is not None:
             masks = self._offline.latest(self.frames, self._frame_time(stamp), shape)
         result = self.pipeline.fuse(thermal, visible, masks=masks, name=name)
+        if self._temporal is not None:  # on the frame's own luma
+            _steady(self._temporal, result, visible, luma if small is visible else None)
         ir_small = result.ir if small is visible else imaging.resize(result.ir, small.shape[1::-1])
         own = None if result.masks is None else tuple(
             m if m.shape == shape else imaging.resize(m, small.shape[1::-1]) for m in result.masks)

@@ -44,6 +44,7 @@ from sgdfuse_ros.fusion import compose_fast
 from sgdfuse_ros.fusion.autosize import AutoWorkSize, RateMeter
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.fusion.stream import FusionStream
+from sgdfuse_ros.fusion.temporal import TemporalSettings
 from sgdfuse_ros.params import ParameterError
 from . import convert, diagnostics
 from .graph import qos_profile
@@ -172,8 +173,11 @@ class NodeFusion:
             self.autosize = AutoWorkSize(pipeline) if auto else None
             if auto and compose_fast.available():
                 compose_fast.warm()  # compiled now, not on the first camera frame
+            temporal = (TemporalSettings(strength=s.temporal_strength)
+                        if s.temporal_strength > 0 else False)
             self.stream = FusionStream(pipeline, mask_rate=s.mask_rate,
-                                       mask_max_age=s.mask_max_age_s, live=True)
+                                       mask_max_age=s.mask_max_age_s, live=True,
+                                       temporal=temporal)
             from diagnostic_msgs.msg import DiagnosticArray
             from sensor_msgs.msg import Image
 

@@ -197,6 +197,7 @@ def _fuse(args) -> int:
                            pipeline=pipeline, storage=args.storage, output_encoding=encoding,
                            mask_rate=s.mask_rate, mask_max_age=s.mask_max_age_s,
                            thermal_nonfinite=s.thermal_nonfinite,
+                           temporal_strength=s.temporal_strength,
                            progress=not (args.quiet or args.json))
     except ValueError as exc:  # slop / queue size
         _err(str(exc))
