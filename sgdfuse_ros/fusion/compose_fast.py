@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 
 import cv2
 import numpy as np
@@ -51,7 +52,7 @@ def _build():
     def blend(rgb, ir, vis, b_ir, b_vis, m0, m1, m2, m3, m4, m5, floor, core, out_rgb, out_y):
         h, w = ir.shape
         color = out_rgb.shape[0] > 0
-        zero, one = np.float32(0.0), np.float32(1.0)
+        zero, one, top = np.float32(0.0), np.float32(1.0), np.float32(255.0)
         for y in numba.prange(h):
             for x in range(w):
                 i, s = ir[y, x], vis[y, x]
@@ -60,16 +61,28 @@ def _build():
                 sel -= min(max(sel, -core), core)
                 val = (m0[y, x] * i + m1[y, x] * s + m2[y, x] + m3[y, x] * max(i, s)
                        + m4[y, x] * hi + m5[y, x] * hv + floor * sel)
-                val = min(max(val, zero), one)
-                out_y[y, x] = val
-                if color:
-                    d = (val - s) * np.float32(255.0) + np.float32(0.5)
-                    for ch in range(3):
-                        o = rgb[y, x, ch] + d
-                        out_rgb[y, x, ch] = np.uint8(min(max(o, zero), np.float32(255.0)))
+                out_y[y, x] = min(max(val, zero), one)
+            if color:
+                for x in range(w):
+                    d = (out_y[y, x] - vis[y, x]) * top + np.float32(0.5)
+                    out_rgb[y, x, 0] = np.uint8(min(max(rgb[y, x, 0] + d, zero), top))
+                    out_rgb[y, x, 1] = np.uint8(min(max(rgb[y, x, 1] + d, zero), top))
+                    out_rgb[y, x, 2] = np.uint8(min(max(rgb[y, x, 2] + d, zero), top))
 
     _kernels = blend
     return _kernels
+
+
+_scratch = threading.local()
+
+
+def _buffers(shape: tuple[int, int]) -> list[np.ndarray]:
+    """Eight float32 frame-sized scratch arrays of this thread (the up-sampled maps and the
+    blurs), kept from frame to frame: a frame does not fault in 64 MB of fresh pages."""
+    held = getattr(_scratch, 'arrays', None)
+    if held is None or held[0].shape != shape:
+        held = _scratch.arrays = [np.empty(shape, np.float32) for _ in range(8)]
+    return held
 
 
 def folded_terms(maps: BlendMaps) -> np.ndarray:
@@ -99,15 +112,17 @@ def compose_frame(maps: BlendMaps, ir: np.ndarray, vis: np.ndarray,
     The six maps are up-sampled by OpenCV, the rest is one parallel pass."""
     blend = _build()
     h, w = ir.shape
-    work = maps.work
-    terms = [upsample(x, work, work, (w, h)) for x in folded_terms(maps)]
+    buf = _buffers((h, w))
+    terms = [cv2.resize(x, (w, h), dst=buf[k], interpolation=cv2.INTER_LINEAR)
+             if x.shape != (h, w) else x for k, x in enumerate(folded_terms(maps))]
     rb = maps.refiner
     floor = float(rb.detail_floor) if rb is not None and rb.detail else 0.0
     core = float(rb.detail_core) / 255.0 if floor else 0.0
     ir = np.ascontiguousarray(ir, np.float32)
     vis = np.ascontiguousarray(vis, np.float32)
-    b_ir = cv2.sepFilter2D(ir, cv2.CV_32F, _BINOMIAL, _BINOMIAL, borderType=cv2.BORDER_REPLICATE)
-    b_vis = cv2.sepFilter2D(vis, cv2.CV_32F, _BINOMIAL, _BINOMIAL,
+    b_ir = cv2.sepFilter2D(ir, cv2.CV_32F, _BINOMIAL, _BINOMIAL, dst=buf[6],
+                           borderType=cv2.BORDER_REPLICATE)
+    b_vis = cv2.sepFilter2D(vis, cv2.CV_32F, _BINOMIAL, _BINOMIAL, dst=buf[7],
                             borderType=cv2.BORDER_REPLICATE)
     out_y = np.empty((h, w), np.float32)
     out_rgb = (np.empty((h, w, 3), np.uint8) if rgb is not None
