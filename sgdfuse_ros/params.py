@@ -232,6 +232,11 @@ PARAMETERS: tuple[Param, ...] = (
     Param('oversize', 'str', 'resize', 'A frame over max_pixels: resize (fused at the largest '
           "size within the budget, aspect kept, published at the RGB frame's size) or refuse "
           '(dropped with an error).', 'method', choices=OVERSIZE_MODES),
+    Param('temporal_strength', 'float', 0.0, 'Motion-compensated temporal filter of the fused '
+          'frames (fusion/temporal.py): the largest weight of the previous output carried by '
+          'the flow (0 = off; 0.5 = steadier than laplacian on real video, per-frame VIF and '
+          'Qabf a little lower; costs a few ms per frame).', 'method', low=0.0, high=1.0,
+          high_open=True, note='0 = off; 0.5: steadier video, a few ms per frame'),
     Param('mask_provider', 'str', 'auto', 'Semantic mask provider for methods that use masks '
           '(auto, mobile_sam, sam, lite_medsam, saliency, none).', 'masks', check=_not_empty,
           note='auto | mobile_sam | sam | lite_medsam | saliency | none'),

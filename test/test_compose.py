@@ -74,14 +74,31 @@ def test_the_compiled_blend_equals_the_numpy_one(ivif, refine):
     ir_w, vis_w = imaging.resize(ir, work), imaging.resize(vis, work)
     out = m(ir_w, vis_w, SaliencyProvider()(ir_w, vis_w).as_tuple(), maps=True)
     maps = out.maps if refine else BlendMaps(work=out.maps.work, stage1=out.maps.stage1)
-    ref, ref_f1 = compose(maps, ir, vis)
-    fused, f1, image = compose_fast.compose_frame(maps, ir, vis, vis8)
-    # numpy scales a padded grid to a whole number of pixels, the compiled one exactly
-    assert np.abs(fused - ref).max() < 2e-3 and np.abs(f1 - ref_f1).max() < 2e-3
-    assert np.abs(fused - ref).mean() < 1e-5
-    merged = imaging.merge_luma(ref, vis8).astype(int)
+    ref, _ = compose(maps, ir, vis)
+    fused, image = compose_fast.compose_frame(maps, ir, vis, vis8)
+    # stage 1's F1 is folded into the refiner's maps unclamped: off where F1 saturates only
+    err = np.abs(fused - ref) * 255
+    assert err.mean() < 0.1 and np.mean(err > 1) < 0.005
+    merged = imaging.merge_luma(fused, vis8).astype(int)
     assert np.abs(image.astype(int) - merged).max() <= 1  # the pipeline's colour merge
     assert np.mean(image != merged) < 0.01
-    gray, _, none = compose_fast.compose_frame(maps, ir, vis)
+    gray, none = compose_fast.compose_frame(maps, ir, vis)
     assert none is None and np.array_equal(gray, fused)
-    assert np.abs(compose_fast.visible_luma(vis8) - vis).max() < 1e-5
+
+
+def test_a_stream_keeps_its_masks_at_the_working_size(ivif):
+    """Masks are made, refreshed and carried at the working size; the fused frames keep the
+    frame's size."""
+    from sgdfuse_ros.fusion.stream import FusionStream
+
+    ir, vis = _pair(ivif)
+    h, w = ir.shape
+    work = (w // 4 // 32 * 32, h // 4 // 32 * 32)
+    pipe = FusionPipeline(PipelineConfig(method='sgdfuse', mask_provider='saliency',
+                                         work_size=work))
+    with FusionStream(pipe, mask_rate=5.0, live=False, camera_rate=10.0) as stream:
+        for _ in range(4):
+            res = stream.push(ir, vis)
+            assert res.image.shape == vis.shape and 'compose' in res.timings
+            assert res.masks[0].shape == res.masks[1].shape == (work[1], work[0])
+        assert stream.mask_stats()['refreshes'] >= 1

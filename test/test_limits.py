@@ -35,11 +35,11 @@ class _Recorder:
     def __getattr__(self, key):
         return getattr(self.method, key)
 
-    def __call__(self, ir, vis, masks=None):
+    def __call__(self, ir, vis, masks=None, **options):
         self.sizes.append((ir.shape[1], ir.shape[0]))
         if masks is not None:
             self.sizes.extend((m.shape[1], m.shape[0]) for m in masks)
-        return self.method(ir, vis, masks)
+        return self.method(ir, vis, masks, **options)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,7 +91,8 @@ def test_a_large_pair_fuses_at_the_budget_and_comes_back_full_size(ivif):
     small = 0.5 * (imaging.resize(ir_f, work) + imaging.resize(vis_y, work))
     np.testing.assert_allclose(res.luma, imaging.resize(small.astype(np.float32), (4000, 3000)),
                                atol=1e-6)
-    np.testing.assert_array_equal(res.image, imaging.merge_luma(res.luma, vis))
+    # the colour merge (compiled where numba is installed) within one 8-bit step of imaging's
+    np.testing.assert_allclose(res.image, imaging.merge_luma(res.luma, vis), atol=1, rtol=0)
 
 
 def test_no_limit_and_a_raised_budget_run_at_full_size(ivif):

@@ -102,9 +102,10 @@ def test_fuses_real_pairs_and_survives_bad_input(context, ivif):
     messages mixed in; then the thermal stream stops and diagnostics say so."""
     pairs = load_pairs(ivif / 'RoadScene', ROAD)
     # stage1: the best method whose output does not depend on when the mask worker refreshed,
-    # so a frame can be recomputed offline below.
+    # and the frame's own working size (not one chosen from timings), so a frame can be
+    # recomputed offline below.
     h = Harness(context, {'thermal_timeout': 0.6, 'diagnostics_period': 0.25,
-                          'method': 'stage1', 'max_latency': 0.0})
+                          'method': 'stage1', 'max_latency': 0.0, 'auto_work_size': False})
     try:
         good = [(image_msg(ir, 'mono8', 'thermal_cam'),
                  image_msg(ir.astype(np.uint16) * 40 + 7000, 'mono16', 'thermal_cam'),

@@ -191,10 +191,17 @@ def planar_luma(x: np.ndarray) -> np.ndarray:
     return r * x[0] + g * x[1] + b * x[2]
 
 
+#: The luma row of :func:`rgb_to_ycbcr` for 8-bit RGB, scaled to ``[0, 1]``.
+_LUMA_8BIT = np.array([[c / 255.0 for c in (0.299, 0.587, 0.114)]], np.float32)
+
+
 def visible_luma(visible: np.ndarray) -> np.ndarray:
-    """Luma of a visible frame (gray or RGB) as float32 ``[0, 1]``."""
+    """Luma of a visible frame (gray or RGB) as float32 ``[0, 1]``: the ``Y`` of
+    :func:`rgb_to_ycbcr` (for 8-bit RGB in two passes, not the five of the whole conversion)."""
     if visible.ndim == 2:
         return to_float(visible)
+    if visible.dtype == np.uint8 and visible.shape[2] == 3:
+        return cv2.transform(visible.astype(np.float32), _LUMA_8BIT)
     return rgb_to_ycbcr(visible)[0]
 
 

@@ -14,8 +14,19 @@ measured time fits, and adapts it when the load changes:
   room to spare (``headroom``), it steps back up: first the method, then the size. The two
   thresholds are apart (hysteresis), so it does not oscillate between two sizes.
 
-It is plain Python with an injectable clock-free interface (``observe(frame_ms, period_s)``):
-the node feeds it, tests drive it with made-up timings.
+Part of a frame's time does not depend on the working size: the frame-size passes (colour,
+registration, the blend at the frame's size, publishing). When that part alone takes the camera
+period, no working size holds the rate; the budget then becomes ``overload_factor`` x that
+part (the networks get the rest), so the node fuses at a steady share of the best rate the
+machine can reach instead of shrinking the working size for nothing. The controller is told
+which part of each frame's time scales with the working size (``observe(frame_ms, period_s,
+scaled_ms)``); without it, all of it is taken to scale.
+
+A stream starts at the largest size within ``start_pixels`` (VGA) and climbs from there, so the
+first frames of a large camera do not wait for networks at its full size.
+
+It is plain Python with an injectable clock-free interface: the node feeds it, tests drive it
+with made-up timings.
 """
 
 from __future__ import annotations
@@ -69,7 +80,8 @@ class WorkingSizeController:
 
     def __init__(self, *, max_pixels: int | None = None, min_pixels: int = 320 * 160,
                  target: float = 0.85, headroom: float = 0.75, patience: int = 2,
-                 patience_up: int = 30, smoothing: float = 0.7, can_degrade: bool = True):
+                 patience_up: int = 30, smoothing: float = 0.7, can_degrade: bool = True,
+                 start_pixels: int | None = 640 * 480, overload_factor: float = 1.6):
         if not 0.0 < target <= 1.0 or not 0.0 < headroom < 1.0:
             raise ValueError('need 0 < target <= 1 and 0 < headroom < 1')
         self.max_pixels, self.min_pixels = max_pixels, int(min_pixels)
@@ -77,6 +89,9 @@ class WorkingSizeController:
         self.patience, self.patience_up = int(patience), int(patience_up)
         self.smoothing = float(smoothing)
         self.can_degrade = bool(can_degrade)
+        self.start_pixels = start_pixels
+        self.overload_factor = float(overload_factor)
+        self._avg_fixed: float | None = None
         self._frame: tuple[int, int] | None = None
         self._ladder: list[tuple[int, int]] = []
         self._index = 0
@@ -95,6 +110,7 @@ class WorkingSizeController:
         self._ladder = size_ladder(frame, max_pixels=self.max_pixels,
                                    min_pixels=self.min_pixels)
         self._index = 0
+        start_pixels = start_pixels or self.start_pixels
         if start_pixels:
             fits = [i for i, (w, h) in enumerate(self._ladder) if w * h <= start_pixels]
             self._index = fits[0] if fits else len(self._ladder) - 1
@@ -123,17 +139,22 @@ class WorkingSizeController:
             self.start(frame, pixels)
         return self.size
 
-    def observe(self, frame_ms: float, period_s: float | None) -> bool:
-        """One fused frame took ``frame_ms`` (the work the controller can change: conversion,
-        fusion, publishing) with frames arriving every ``period_s`` seconds (None: not known
-        yet). Returns True when the size or the level changed."""
+    def observe(self, frame_ms: float, period_s: float | None,
+                scaled_ms: float | None = None) -> bool:
+        """One fused frame took ``frame_ms`` (conversion, fusion, publishing), of which
+        ``scaled_ms`` (None: all) grows with the working size (the networks), with frames
+        arriving every ``period_s`` seconds (None: not known yet). Returns True when the size
+        or the level changed."""
         if not self._ladder or period_s is None or period_s <= 0:
             return False
         a = self.smoothing
+        fixed = max(0.0, frame_ms - scaled_ms) if scaled_ms is not None else 0.0
         self._avg_ms = frame_ms if self._avg_ms is None else a * self._avg_ms + (1 - a) * frame_ms
+        self._avg_fixed = fixed if self._avg_fixed is None else \
+            a * self._avg_fixed + (1 - a) * fixed
         self._avg_period = period_s if self._avg_period is None else \
             a * self._avg_period + (1 - a) * period_s
-        budget = self.target * self._avg_period * 1e3
+        budget = self.budget_ms
         if self._avg_ms > budget:
             self._over, self._under = self._over + 1, 0
             if self._over >= self.patience:
@@ -148,28 +169,47 @@ class WorkingSizeController:
             self._under = 0
         return False
 
+    @property
+    def budget_ms(self) -> float:
+        """Time a frame may take: ``target`` x the camera period, or, when the work that does
+        not scale with the working size already takes that, ``overload_factor`` x that work."""
+        if self._avg_period is None:
+            return float('inf')
+        budget = self.target * self._avg_period * 1e3
+        fixed = self._avg_fixed or 0.0
+        return max(budget, self.overload_factor * fixed) if fixed > 0.8 * budget else budget
+
+    def _predict(self, pixels: int) -> float:
+        """Time per frame at ``pixels`` working pixels, from the current one."""
+        w, h = self.size
+        fixed = min(self._avg_fixed or 0.0, self._avg_ms)
+        return fixed + (self._avg_ms - fixed) * pixels / (w * h)
+
     def _up_fits(self, budget: float) -> bool:
         if self._level > 0:  # the method first: its cost is about the refiner's share
-            return self._avg_ms * 2.0 < self.headroom * budget
+            return self._predict(2 * self.size[0] * self.size[1]) < self.headroom * budget
         if self._index == 0:
             return False
-        w, h = self.size
         uw, uh = self._ladder[self._index - 1]
-        return self._avg_ms * (uw * uh) / (w * h) < self.headroom * budget
+        return self._predict(uw * uh) < self.headroom * budget
 
     def _down(self, budget: float) -> bool:
         self._over = 0
         w, h = self.size
-        why = (f'{self._avg_ms:.0f} ms per frame at {w}x{h} is over {budget:.0f} ms '
-               f'({self.target:.0%} of the {self._avg_period * 1e3:.0f} ms camera period)')
+        if budget > self.target * self._avg_period * 1e3:
+            of = (f'{self.overload_factor:g}x the {self._avg_fixed:.0f} ms of frame-size work, '
+                  f'which alone takes the {self._avg_period * 1e3:.0f} ms camera period')
+        else:
+            of = f'{self.target:.0%} of the {self._avg_period * 1e3:.0f} ms camera period'
+        why = f'{self._avg_ms:.0f} ms per frame at {w}x{h} is over {budget:.0f} ms ({of})'
         if self._index + 1 < len(self._ladder):
-            pixels = w * h
-            self._index += 1
-            while self._index + 1 < len(self._ladder):  # straight to a size that fits
-                sw, sh = self.size
-                if self._avg_ms * sw * sh / pixels <= budget:
+            i = self._index + 1
+            while i + 1 < len(self._ladder):  # straight to a size that fits
+                sw, sh = self._ladder[i]
+                if self._predict(sw * sh) <= budget:
                     break
-                self._index += 1
+                i += 1
+            self._index = i
             self.reason = f'{why}: down to {self.size[0]}x{self.size[1]}'
         elif self.can_degrade and self._level + 1 < len(LEVELS):
             self._level += 1
@@ -233,8 +273,9 @@ class AutoWorkSize:
             self._applied = (size, level)
         return size
 
-    def after(self, frame_ms: float, period_s: float | None) -> str | None:
-        if self.controller.observe(frame_ms, period_s):
+    def after(self, frame_ms: float, period_s: float | None,
+              scaled_ms: float | None = None) -> str | None:
+        if self.controller.observe(frame_ms, period_s, scaled_ms):
             return f'working size: {self.controller.reason}'
         return None
 

@@ -58,7 +58,7 @@ class BlendMaps:
     refiner: RefinerBlend | None = None
 
 
-def _up(grid: np.ndarray, cover: tuple[int, int], work: tuple[int, int],
+def upsample(grid: np.ndarray, cover: tuple[int, int], work: tuple[int, int],
         size: tuple[int, int]) -> np.ndarray:
     """``grid`` ``(h', w')``, spanning ``cover`` pixels of a ``work``-sized frame, bilinearly
     up-sampled onto a frame of ``size`` ``(W, H)`` (pixel centres aligned, as
@@ -105,7 +105,7 @@ def compose(maps: BlendMaps, ir: np.ndarray, vis: np.ndarray
     maps of ``maps`` up-sampled to that size."""
     h, w = ir.shape
     size, work = (w, h), maps.work
-    a, b, c, t = (_up(x, work, work, size) for x in stage1_terms(maps.stage1))
+    a, b, c, t = (upsample(x, work, work, size) for x in stage1_terms(maps.stage1))
     f1 = np.multiply(a, ir, out=a)
     f1 += np.multiply(b, vis, out=b)
     f1 += c
@@ -117,7 +117,7 @@ def compose(maps: BlendMaps, ir: np.ndarray, vis: np.ndarray
     rb = maps.refiner
     if rb is None:
         return f1, f1
-    terms = [_up(x, rb.cover, work, size) for x in refiner_terms(rb)]
+    terms = [upsample(x, rb.cover, work, size) for x in refiner_terms(rb)]
     y = np.multiply(terms[0], f1, out=terms[0])
     y += np.multiply(terms[1], ir, out=terms[1])
     y += np.multiply(terms[2], vis, out=terms[2])

@@ -73,6 +73,9 @@ class PipelineConfig:
     oversize: str = 'resize'
     #: ``color`` restores the visible chroma (when the visible frame has colour); ``mono`` not.
     output: str = 'color'
+    #: A method with blend maps run at a working size smaller than the frame: blend the
+    #: frame's own sources with its maps (True, :mod:`.compose`) or scale its output up.
+    full_resolution_blend: bool = True
     thermal_low_percentile: float = 1.0
     thermal_high_percentile: float = 99.0
     thermal_smoothing: float = 0.9
@@ -88,6 +91,8 @@ class FusionResult:
     """The thermal frame after gain and registration, float32 [0, 1], visible frame's size."""
     f1: np.ndarray | None = None
     masks: tuple[np.ndarray, np.ndarray] | None = None
+    """The masks used (IR, visible): at the visible frame's size, or at the working size when
+    they were given there (a :class:`~.stream.FusionStream` keeps them at the working size)."""
     timings: dict[str, float] = field(default_factory=dict)
     method: str = ''
 
@@ -164,8 +169,9 @@ class FusionPipeline:
     def fuse(self, thermal: np.ndarray, visible: np.ndarray, *,
              masks: tuple[np.ndarray, np.ndarray] | None = None, name: str = 'frame'
              ) -> FusionResult:
-        """Fuse one pair. ``masks`` (IR, visible; float [0, 1] at the visible size) skips the
-        mask provider, as streaming callers do with masks from a background worker.
+        """Fuse one pair. ``masks`` (IR, visible; float [0, 1] at the visible size, or at the
+        working size) skips the mask provider, as streaming callers do with masks from a
+        background worker.
 
         Raises :class:`~sgdfuse_ros.core.imaging.ImageError` for a bad pair, and its subclass
         :class:`FrameTooLarge` for a frame over the pixel budget in ``refuse`` mode (before any
@@ -177,25 +183,26 @@ class FusionPipeline:
         if visible.ndim >= 2:  # other shapes: align_pair says what is wrong
             self.budget.check((thermal.shape[1], thermal.shape[0]), name)
             work = self.working_size((visible.shape[1], visible.shape[0]), name)
-        registered = imaging.align_pair(thermal, visible, self.config.homography, name=name)
-        ir = self.gain(registered)
-        del registered
+        homography = self.config.homography
+        if homography is not None and thermal.ndim == 2 and thermal.size:
+            # the gain on the camera's own pixels (fewer than the visible frame's), then warped
+            ir = imaging.align_pair(self.gain(thermal), visible, homography, name=name)
+        else:
+            ir = self.gain(imaging.align_pair(thermal, visible, homography, name=name))
         t1 = time.perf_counter()
         timings['thermal'] = (t1 - t0) * 1e3
         if visible.dtype != np.uint8:
             raise ImageError(f'{name}: visible frame must be 8-bit, got {visible.dtype}')
         h, w = visible.shape[:2]
-        blend = work != (w, h) and getattr(self.method, 'blend_maps', False)
-        if blend and visible.ndim == 3 and compose_fast.available():
-            vis_y = compose_fast.visible_luma(visible)  # one parallel pass
-        else:
-            vis_y = _banded_luma(visible)
+        blend = (work != (w, h) and self.config.full_resolution_blend
+                 and getattr(self.method, 'blend_maps', False))
+        vis_y = _banded_luma(visible)
         t2 = time.perf_counter()
         timings['color'] = (t2 - t1) * 1e3
 
         h, w = vis_y.shape
         own_masks = self.method.uses_masks and masks is None
-        if own_masks and self.budget.fits((w, h)):  # at the frame's size, as streams give them
+        if own_masks and work == (w, h):  # at the frame's size, as streams give them
             tm = time.perf_counter()
             masks = self.mask_provider(ir, vis_y if visible.ndim == 2 else visible).as_tuple()
             timings['masks'] = (time.perf_counter() - tm) * 1e3
@@ -226,8 +233,9 @@ class FusionPipeline:
         if blend:
             tc = time.perf_counter()
             if compose_fast.available():  # the blend and the colour merge in one pass
-                fused, f1, image = compose_fast.compose_frame(out.maps, ir, vis_y,
-                                                              visible if color else None)
+                fused, image = compose_fast.compose_frame(out.maps, ir, vis_y,
+                                                          visible if color else None)
+                f1 = imaging.resize(out.f1, (w, h))  # F1 itself, scaled up
             else:
                 fused, f1 = compose(out.maps, ir, vis_y)
             timings['compose'] = (time.perf_counter() - tc) * 1e3
@@ -240,11 +248,12 @@ class FusionPipeline:
             if own_masks:
                 masks = tuple(imaging.resize(m, (w, h)) for m in masks_w)
             timings['resize'] = timings.get('resize', 0.0) + (time.perf_counter() - tr) * 1e3
-        del out, masks_w, vis_y
+        del out, masks_w
         if image is None:
             tc = time.perf_counter()
             image = _banded_merge(fused, visible if color else None)
             timings['merge'] = (time.perf_counter() - tc) * 1e3
+        del vis_y
         if work != self._last_work:
             if self._last_work is not None:  # frame size changed: hand freed memory back
                 release_heap()

@@ -50,9 +50,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.core.imaging import ImageError
 from sgdfuse_ros.masks import MaskResult, MaskWorker
 from sgdfuse_ros.masks.motion import MaskCarrier
 from .pipeline import FusionPipeline, FusionResult
+from .temporal import TemporalFilter, TemporalSettings
 
 LOG = logging.getLogger('sgdfuse_ros.fusion')
 
@@ -62,6 +65,23 @@ def _motion_luma(visible: np.ndarray) -> np.ndarray:
     if visible.ndim == 2:
         return visible
     return cv2.cvtColor(visible, cv2.COLOR_RGB2GRAY)
+
+
+def _steady(temporal: TemporalFilter, result: FusionResult, visible: np.ndarray,
+            luma: np.ndarray | None) -> None:
+    """Steady ``result`` in place with the stream's temporal filter (timed as ``temporal``)."""
+    t0 = time.perf_counter()
+    fused = result.luma
+    steady = temporal(fused, _motion_luma(visible) if luma is None else luma, result.ir)
+    if result.image.ndim == 2:
+        result.image = imaging.to_uint8(steady)
+    else:  # the same change on R, G and B moves the luma by it and keeps the chroma
+        delta = np.rint((steady - fused) * 255.0).astype(np.int16)
+        result.image = np.clip(result.image + delta[..., None], 0, 255).astype(np.uint8)
+    result.luma = steady
+    ms = (time.perf_counter() - t0) * 1e3
+    result.timings['temporal'] = ms
+    result.timings['total'] = result.timings.get('total', 0.0) + ms
 
 
 def _positive(name: str, value: Any) -> float:
@@ -156,14 +176,17 @@ class FusionStream:
     1 s. ``camera_rate``: frames per second of the input, needed offline (``live=False``) to
     place the refreshes. ``mask_latency`` (offline only): frames from a refresh's start to the
     first frame that uses it; None: one refresh period. ``carry_masks``: move the masks with the
-    scene between refreshes and compute the first ones at once (module docstring). Not
-    thread-safe: push from one thread.
+    scene between refreshes and compute the first ones at once (module docstring).
+    ``temporal``: steady the fused frames with a :class:`~.temporal.TemporalFilter` (True for
+    its default settings, or a :class:`~.temporal.TemporalSettings`; timed as ``temporal``).
+    Not thread-safe: push from one thread.
     """
 
     def __init__(self, pipeline: FusionPipeline, *, mask_rate: float = 2.0,
                  mask_max_age: float | None = 2.0, camera_rate: float | None = None,
                  live: bool = True, mask_latency: int | None = None,
-                 carry_masks: bool = True):
+                 carry_masks: bool = True,
+                 temporal: bool | TemporalSettings = False):
         if not isinstance(pipeline, FusionPipeline):
             raise TypeError(f'pipeline must be a FusionPipeline, got {type(pipeline).__name__}')
         self.pipeline = pipeline
@@ -185,6 +208,11 @@ class FusionStream:
             raise ValueError('mask_latency applies to live=False only (live masks arrive when '
                              'the worker has computed them)')
         self.frames = 0
+        if not isinstance(temporal, (bool, TemporalSettings)):
+            raise TypeError(f'temporal must be True, False or a TemporalSettings, got '
+                            f'{temporal!r}')
+        self._temporal = (TemporalFilter(temporal if isinstance(temporal, TemporalSettings)
+                                         else None) if temporal else None)
         self._closed = False
         self._first_stamp: float | None = None
         self._worker: MaskWorker | None = None
@@ -236,12 +264,13 @@ class FusionStream:
         if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, (int, float))
                                   or not math.isfinite(stamp)):
             raise ValueError(f'{name}: stamp must be a finite number of seconds, got {stamp!r}')
-        shape = visible.shape[:2]
+        small = self._mask_frame(visible)  # masks live at the working size
+        shape = small.shape[:2]
         masks = None
         luma = None
         start = False  # masks of this pair computed now, by the pipeline (carrier only)
         if self._carrier is not None:
-            luma = _motion_luma(visible)
+            luma = _motion_luma(small)
             start = self._carried_shape != shape
             if not start:
                 masks = self._carried_masks(shape, luma, stamp)
@@ -250,20 +279,26 @@ class FusionStream:
         elif self._offline is not None:
             masks = self._offline.latest(self.frames, self._frame_time(stamp), shape)
         result = self.pipeline.fuse(thermal, visible, masks=masks, name=name)
-        if start and result.masks is not None:
+        if self._temporal is not None:  # on the frame's own luma
+            _steady(self._temporal, result, visible, luma if small is visible else None)
+        ir_small = result.ir if small is visible else imaging.resize(result.ir, small.shape[1::-1])
+        own = None if result.masks is None else tuple(
+            m if m.shape == shape else imaging.resize(m, small.shape[1::-1]) for m in result.masks)
+        result.masks = own  # a stream's masks: at the working size, every frame
+        if start and own is not None:
             self._carrier.reset()
-            self._carrier.update(result.masks, luma)
+            self._carrier.update(own, luma)
             self._carried_shape, self._carried_source = shape, None
             self._sources.clear()
         if self._worker is not None:
-            self._worker.submit(result.ir, visible)
+            self._worker.submit(ir_small, small)
             if luma is not None:  # the worker numbers submitted pairs from 1
                 self._sources[self._worker.submitted] = luma
                 for old in [k for k in self._sources if k < self._worker.submitted - 8]:
                     del self._sources[old]
         elif self._offline is not None:
-            done = MaskResult(*result.masks) if start and result.masks is not None else None
-            ms = self._offline.refresh(self.frames, self._frame_time(stamp), result.ir, visible,
+            done = MaskResult(*own) if start and own is not None else None
+            ms = self._offline.refresh(self.frames, self._frame_time(stamp), ir_small, small,
                                        done=done)
             if ms is not None:
                 result.timings.setdefault('masks', ms)
@@ -271,6 +306,19 @@ class FusionStream:
                     self._sources[self.frames] = luma
         self.frames += 1
         return result
+
+    def _mask_frame(self, visible: np.ndarray) -> np.ndarray:
+        """The visible frame the masks are made and carried on: the frame itself, or, when the
+        pipeline runs the method at a smaller working size, the frame at that size (masks,
+        their refreshes and their motion then cost what the working size costs)."""
+        if visible.ndim < 2 or not self.pipeline.method.uses_masks:
+            return visible
+        h, w = visible.shape[:2]
+        try:
+            work = self.pipeline.working_size((w, h))
+        except ImageError:  # refused: the pipeline says so when it fuses
+            return visible
+        return visible if work == (w, h) else imaging.resize(visible, work)
 
     def _carried_masks(self, shape: tuple[int, int], luma: np.ndarray,
                        stamp: float | None) -> tuple[np.ndarray, np.ndarray]:

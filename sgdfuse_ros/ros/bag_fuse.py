@@ -23,6 +23,7 @@ from sgdfuse_ros.core.imaging import ImageError
 from sgdfuse_ros.core.matching import DROP_REASONS, ApproximateMatcher
 from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 from sgdfuse_ros.fusion.stream import FusionStream
+from sgdfuse_ros.fusion.temporal import TemporalSettings
 from sgdfuse_ros.params import DEFAULTS
 from . import convert
 from .bag_io import (COMPRESSED, IMAGE, IMAGE_TYPES, BagError, BagReader, copy_connection,
@@ -150,6 +151,7 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
              storage: str | None = None, output_encoding: str | None = None,
              mask_rate: float = DEFAULTS['mask_rate'], mask_max_age: float | None = None,
              thermal_nonfinite: str = DEFAULTS['thermal_nonfinite'],
+             temporal_strength: float = DEFAULTS['temporal_strength'],
              compressed_quality: int | None = None,
              progress: bool = True) -> FuseSummary:
     """Fuse every thermal/RGB pair of a bag into a new bag.
@@ -166,6 +168,8 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
     later frame, when the node could have fused it. The original topics are copied unless
     ``only_fused``. ``thermal_nonfinite``: the node's policy for NaN or infinite pixels of
     float thermal frames (``replace`` or ``reject``, see :func:`.convert.thermal_frame`).
+    ``temporal_strength``: the node's temporal filter (0: off; see
+    :mod:`sgdfuse_ros.fusion.temporal`).
     ``compressed_quality``: also write each fused frame as a JPEG ``sensor_msgs/CompressedImage``
     of that quality (1-100) on ``<fused_topic>/compressed``, as the node's
     ``publish_compressed`` does.
@@ -207,8 +211,11 @@ def fuse_bag(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
             raise BagError(f'{in_path}: the bag already has a {fused_topic!r} topic; choose '
                            'another --fused-topic or --only-fused')
         pipe = _build_pipeline(pipeline)
+        temporal = (TemporalSettings(strength=temporal_strength) if temporal_strength > 0
+                    else False)
         stream = FusionStream(pipe, mask_rate=mask_rate, mask_max_age=mask_max_age,
-                              camera_rate=reader.rate(rgb_topic) or mask_rate, live=False)
+                              camera_rate=reader.rate(rgb_topic) or mask_rate, live=False,
+                              temporal=temporal)
         out_storage = storage or reader.storage
         summary = FuseSummary(
             input=str(in_path), output=str(out_path), storage=out_storage,

@@ -44,6 +44,7 @@ from sgdfuse_ros.fusion import compose_fast
 from sgdfuse_ros.fusion.autosize import AutoWorkSize, RateMeter
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.fusion.stream import FusionStream
+from sgdfuse_ros.fusion.temporal import TemporalSettings
 from sgdfuse_ros.params import ParameterError
 from . import convert, diagnostics
 from .node_params import NodeParameters
@@ -172,8 +173,11 @@ class NodeFusion:
             self.autosize = AutoWorkSize(pipeline) if auto else None
             if auto and compose_fast.available():
                 compose_fast.warm()  # compiled now, not on the first camera frame
+            temporal = (TemporalSettings(strength=s.temporal_strength)
+                        if s.temporal_strength > 0 else False)
             self.stream = FusionStream(pipeline, mask_rate=s.mask_rate,
-                                       mask_max_age=s.mask_max_age_s, live=True)
+                                       mask_max_age=s.mask_max_age_s, live=True,
+                                       temporal=temporal)
             from diagnostic_msgs.msg import DiagnosticArray
 
             n, publisher = self.node, image_publishers(self.node, s)  # with qos_overrides
@@ -272,7 +276,7 @@ class NodeFusion:
                         self.pipeline.method if self.pipeline else None,
                         self.pipeline.mask_provider if self.pipeline else None):
                 self.close_quietly(obj)
-            self.pipeline = self._handed = None
+            self.pipeline = self._handed = self.autosize = None
             self.state = 'unconfigured'
         gc.collect()  # the models' memory goes now, not at some later collection
         torch = sys.modules.get('torch')
@@ -364,7 +368,7 @@ class NodeFusion:
             thermal, visible, name=f'pair @ {header.stamp.sec}.{header.stamp.nanosec:09d}')
         t2 = time.monotonic()
         if self.autosize is not None:
-            self._adapt_work_size((t2 - t0) * 1e3)
+            self._adapt_work_size((t2 - t0) * 1e3, result.timings.get('fuse'))
         age_fused = (self._now_ns() - ref_ns) / 1e6
         if limit_ms and age_fused > limit_ms:
             self._drop('late_at_publish', f'pair @ {stamp_ns / 1e9:.3f} was {age_fused:.0f} ms '
@@ -398,10 +402,11 @@ class NodeFusion:
             except Exception as exc:  # noqa: BLE001
                 self.report_error('listener', f'{type(exc).__name__}: {exc}')
 
-    def _adapt_work_size(self, frame_ms: float) -> None:
-        """Feed one frame's time (conversion and fusion) to the automatic working size; a line
-        when it changed (a warning when it had to go down: fusion cannot keep up)."""
-        line = self.autosize.after(frame_ms, self._rate.period)
+    def _adapt_work_size(self, frame_ms: float, net_ms: float | None) -> None:
+        """Feed one frame's time (conversion and fusion; ``net_ms`` of it the method's, which
+        scales with the working size) to the automatic working size; a line when it changed (a
+        warning when it had to go down: fusion cannot keep up)."""
+        line = self.autosize.after(frame_ms, self._rate.period, net_ms)
         if line:
             down = self.autosize.controller.level != 'full' or 'down' in line
             self._log('work_size', 'warning' if down else 'info',

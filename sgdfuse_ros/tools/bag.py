@@ -206,6 +206,7 @@ def _fuse(args) -> int:
                            pipeline=pipeline, storage=args.storage, output_encoding=encoding,
                            mask_rate=s.mask_rate, mask_max_age=s.mask_max_age_s,
                            thermal_nonfinite=s.thermal_nonfinite,
+                           temporal_strength=s.temporal_strength,
                            compressed_quality=s.jpeg_quality if s.publish_compressed else None,
                            progress=not (args.quiet or args.json))
     except ValueError as exc:  # slop / queue size

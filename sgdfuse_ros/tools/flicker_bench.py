@@ -1,6 +1,7 @@
-"""Flicker benchmark: fuse a camera pan and a static noisy scene in order, as the node does.
+"""Flicker benchmark: fuse a pan, a static noisy scene and a thermal gain jump in order, as the
+node does.
 
-``python -m sgdfuse_ros.tools.flicker_bench`` (``--help`` for the options). Two clips are made
+``python -m sgdfuse_ros.tools.flicker_bench`` (``--help`` for the options). Three clips are made
 from one registered pair (default: the bundled ``M3FD_00388``, 1024x768):
 
 ``pan``     a ``--size`` window (640x480) moving ``--step`` pixels (4) to the right per frame.
@@ -14,6 +15,13 @@ from one registered pair (default: the bundled ``M3FD_00388``, 1024x768):
             (``--sigma`` 2 grey levels, rounded to 8 bits) on every frame. Reported: the mean
             per-pixel temporal standard deviation of the output and of each input; a calm
             method stays at or below the noisier input.
+``gain``    the static clip with the thermal frames ``--gain-jump`` (30) grey levels brighter
+            from the middle frame on, as a thermal camera's automatic gain steps. Reported: the
+            output's mean change on that step, per step over the next 8, and how far its mean
+            has moved by the end (it should follow the new thermal level, not jump to it).
+
+``--video DIR`` measures real registered video instead (:mod:`.video_bench`: flow-compensated
+flicker per sequence and per step beside the inputs' own, and the metrics of the frames).
 
 Frames are fused in order through :class:`~sgdfuse_ros.fusion.pipeline.FusionPipeline` with the
 method's default backend. Methods that use masks get them as in the node: refreshed every
@@ -38,6 +46,7 @@ import numpy as np
 
 from sgdfuse_ros.core import imaging
 from sgdfuse_ros.core.paths import samples_dir
+from . import video_bench
 
 DEFAULT_PAIR = 'M3FD_00388.png'
 DEFAULT_METHODS = ('laplacian', 'stage1', 'sgdfuse')
@@ -88,17 +97,46 @@ def static_clip(ir: np.ndarray, vis: np.ndarray, *, size: tuple[int, int], sigma
     return [(noisy(ir0), noisy(vis0)) for _ in range(frames)]
 
 
+def gain_jump_clip(static: list[tuple[np.ndarray, np.ndarray]], jump: float
+                   ) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """The static clip with the thermal frames ``jump`` grey levels brighter (8-bit, clipped)
+    from its middle frame on, as a thermal camera's automatic gain steps; and that frame."""
+    at = len(static) // 2
+    out = []
+    for i, (ir, vis) in enumerate(static):
+        if i >= at:
+            ir = np.clip(ir.astype(np.float32) + jump, 0, 255).astype(np.uint8)
+        out.append((ir, vis))
+    return out, at
+
+
+def gain_response(outs: list[np.ndarray], at: int, margin: int) -> dict[str, float]:
+    """How an output takes a thermal gain jump at frame ``at``: its mean change on that step,
+    its mean change per step over the next (at most 8) steps, and how far its mean has moved
+    by the last frame (grey levels)."""
+    h, w = outs[0].shape
+    inner = [np.asarray(o, np.float32)[margin:h - margin, margin:w - margin] for o in outs]
+    steps = [float(np.mean(np.abs(b - a))) for a, b in zip(inner[:-1], inner[1:])]
+    after = steps[at:at + 8]
+    return {'step': steps[at - 1], 'after': float(np.mean(after)) if after else 0.0,
+            'moved': float(np.mean(inner[-1]) - np.mean(inner[at - 1]))}
+
+
 def fuse_in_order(pipeline, clip: list[tuple[np.ndarray, np.ndarray]], *, refresh_every: int,
-                  mask_mode: str = 'carry') -> tuple[list[np.ndarray], list[int], float]:
+                  mask_mode: str = 'carry', temporal: bool = False
+                  ) -> tuple[list[np.ndarray], list[int], float]:
     """Fuse ``clip`` frame by frame as the node does; returns the fused lumas (float32 grey
     levels 0..255), the indices of the refresh frames and the mean per-frame carrier cost
-    (ms; 0 without masks)."""
+    (ms; 0 without masks). ``temporal``: through a default
+    :class:`~sgdfuse_ros.fusion.temporal.TemporalFilter` too."""
+    from sgdfuse_ros.fusion.temporal import TemporalFilter
     from sgdfuse_ros.masks.motion import MaskCarrier
 
     if mask_mode not in MASK_MODES:
         raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}')
     uses_masks = pipeline.method.uses_masks
     carrier = MaskCarrier()
+    steady = TemporalFilter() if temporal else None
     held = None
     outs, refreshes, carry_ms = [], [], []
     for i, (ir, vis) in enumerate(clip):
@@ -117,7 +155,9 @@ def fuse_in_order(pipeline, clip: list[tuple[np.ndarray, np.ndarray]], *, refres
             else:
                 masks = held
         res = pipeline.fuse(ir, vis, masks=masks)
-        outs.append(res.luma.astype(np.float32) * 255.0)
+        luma = res.luma if steady is None else steady(
+            res.luma, imaging.rgb_to_gray(vis) if vis.ndim == 3 else vis, res.ir)
+        outs.append(luma.astype(np.float32) * 255.0)
     return outs, refreshes, float(np.mean(carry_ms)) if carry_ms else 0.0
 
 
@@ -151,6 +191,7 @@ def run(args) -> dict[str, Any]:
     pan = pan_clip(ir, vis, size=size, step=args.step, frames=args.frames)
     static = static_clip(ir, vis, size=size, sigma=args.sigma, frames=args.static_frames,
                          seed=args.seed)
+    gain, jump_at = gain_jump_clip(static, args.gain_jump)
     in_std = {'ir': temporal_std([a.astype(np.float32) for a, _ in static], args.margin),
               'vis': temporal_std([imaging.visible_luma(b) * 255.0 for _, b in static],
                                   args.margin)}
@@ -167,19 +208,25 @@ def run(args) -> dict[str, Any]:
             options['backend'] = args.backend
         pipeline = FusionPipeline(method=name, method_options=options,
                                   mask_provider=args.mask_provider)
+        temporal = mode == 'temporal'
+        mode = 'carry' if temporal else mode
         modes = [mode or 'carry'] if pipeline.method.uses_masks else ['']
         for m in modes:
             label = f'{name} ({m} masks)' if m else name
+            label += ', temporal filter' if temporal else ''
             t0 = time.perf_counter()
             outs, refreshes, carry_ms = fuse_in_order(pipeline, pan, refresh_every=refresh_every,
-                                                      mask_mode=m or 'carry')
+                                                      mask_mode=m or 'carry', temporal=temporal)
             fl = pan_flicker(outs, args.step, args.margin)
             after = [i - 1 for i in refreshes if i >= 1]
             others = [j for j in range(len(fl)) if j not in after]
             souts, _, _ = fuse_in_order(pipeline, static, refresh_every=refresh_every,
-                                        mask_mode=m or 'carry')
+                                        mask_mode=m or 'carry', temporal=temporal)
+            gouts, _, _ = fuse_in_order(pipeline, gain, refresh_every=refresh_every,
+                                        mask_mode=m or 'carry', temporal=temporal)
             median = float(np.median(fl))
             rows[label] = {
+                'gain_jump': gain_response(gouts, jump_at, args.margin),
                 'pan_mean': float(fl.mean()), 'pan_median': median,
                 'pan_max_over_median': float(fl.max() / max(median, 1e-9)),
                 'pan_after_refresh': float(fl[after].mean()) if after else None,
@@ -196,6 +243,7 @@ def run(args) -> dict[str, Any]:
             'settings': {'pair': str(ir_path), 'size': list(size), 'step': args.step,
                          'frames': args.frames, 'static_frames': args.static_frames,
                          'sigma': args.sigma, 'margin': args.margin,
+                         'gain_jump': args.gain_jump,
                          'refresh_every': refresh_every, 'mask_provider': args.mask_provider,
                          'backend': args.backend},
             'machine': {'cpus': os.cpu_count(), 'load': round(os.getloadavg()[0], 2),
@@ -206,14 +254,17 @@ def format_report(result: dict[str, Any]) -> str:
     """A markdown table of the rows."""
     s = result['input_static_std']
     lines = ['| method | pan flicker (mean) | max / median | after a refresh | other frames '
-             f'| static std (IR {s["ir"]:.2f}, VIS {s["vis"]:.2f}) |',
-             '|---|---|---|---|---|---|']
+             f'| static std (IR {s["ir"]:.2f}, VIS {s["vis"]:.2f}) | thermal gain jump: step, '
+             'next 8 steps, moved |',
+             '|---|---|---|---|---|---|---|']
     for name, r in result['rows'].items():
         after = '-' if r['pan_after_refresh'] is None or name.find('masks') < 0 \
             else f'{r["pan_after_refresh"]:.3f}'
         other = '-' if after == '-' else f'{r["pan_other"]:.3f}'
+        g = r['gain_jump']
         lines.append(f'| {name} | {r["pan_mean"]:.3f} | {r["pan_max_over_median"]:.2f} | '
-                     f'{after} | {other} | {r["static_std"]:.3f} |')
+                     f'{after} | {other} | {r["static_std"]:.3f} | {g["step"]:.2f}, '
+                     f'{g["after"]:.2f}, {g["moved"]:+.2f} |')
     return '\n'.join(lines)
 
 
@@ -232,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description='Flicker on a pan and noise on a static scene, '
                                 'frames fused in order as the node does.')
     p.add_argument('--methods', nargs='+', default=list(DEFAULT_METHODS),
-                   help='methods; NAME:hold reuses masks without carrying them '
+                   help='methods; NAME:hold reuses masks without carrying them, NAME:temporal '
+                   'adds the temporal filter (--video: '
+                   'NAME:KEY=VALUE,... passes FusionStream options) '
                    '(default: %(default)s)')
     p.add_argument('--ir', type=Path, help='infrared image (default: the bundled M3FD_00388)')
     p.add_argument('--vis', type=Path, help='visible image')
@@ -250,8 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--backend', default='auto', help='network backend (default %(default)s)')
     p.add_argument('--weights', type=Path, help='refiner weights of sgdfuse (default: shipped)')
     p.add_argument('--steps', type=int, help="refiner steps (default: the checkpoint's)")
+    p.add_argument('--gain-jump', type=float, default=30.0,
+                   help='grey levels the thermal frames of the static scene step up by, from '
+                   'its middle frame (default %(default)s)')
     p.add_argument('--seed', type=int, default=0, help='noise seed (default %(default)s)')
     p.add_argument('--json', type=Path, help='also write the full result (per frame) here')
+    p.add_argument('--video', type=Path, help='real video instead of the synthetic clips: a '
+                   'folder of sequences SEQ/ir, SEQ/vi (or one sequence)')
+    video_bench.add_arguments(p)
     return p
 
 
@@ -264,11 +323,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.camera_rate <= 0 or args.mask_rate <= 0:
         print('flicker_bench: error: --camera-rate and --mask-rate must be > 0', file=sys.stderr)
         return 2
+    if args.video is not None and (args.rate <= 0 or args.metrics_every < 1):
+        print('flicker_bench: error: need --rate > 0 and --metrics-every >= 1', file=sys.stderr)
+        return 2
     try:
-        result = run(args)
+        result = run(args) if args.video is None else video_bench.run(args)
     except (ValueError, FileNotFoundError, imaging.ImageError) as exc:
         print(f'flicker_bench: error: {exc}', file=sys.stderr)
         return 2
+    if args.video is not None:
+        print(video_bench.format_report(result))
+        m = result['machine']
+        print(f'\n{m["cpus"]} CPUs, load {m["load"]}; {result["settings"]["rate"]:g} Hz, masks '
+              f'at {result["settings"]["mask_rate"]:g} Hz, flow {result["settings"]["flow"]}')
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
     print(format_report(result))
     m = result['machine']
     print(f'\n{m["cpus"]} CPUs, load {m["load"]}; refresh every '

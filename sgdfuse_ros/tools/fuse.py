@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--mask-rate', type=float, metavar='HZ',
                    help='mask refreshes per second in --sequence mode '
                    f'(default {DEFAULT_MASK_RATE:g}, as the node)')
+    p.add_argument('--temporal', type=float, metavar='K',
+                   help='--sequence: motion-compensated temporal filter of the fused frames, '
+                   'strength K in [0, 1) (0.5 steadies real video; default off, as the node)')
     add_budget_arguments(p)
     p.add_argument('--overwrite', action='store_true',
                    help='replace output files that exist already (never an input)')
@@ -110,6 +113,11 @@ def _check_sequence_args(args: argparse.Namespace) -> str | None:
             return f'{flag} applies to --sequence only'
         if value is not None and not value > 0:
             return f'{flag} must be > 0 Hz, got {value:g}'
+    temporal = getattr(args, 'temporal', None)
+    if temporal is not None and not sequence:
+        return '--temporal applies to --sequence only'
+    if temporal is not None and not 0.0 <= temporal < 1.0:
+        return f'--temporal must be in [0, 1), got {temporal:g}'
     if sequence and not (args.ir.is_dir() and args.vis.is_dir()):
         return '--sequence needs --ir and --vis to be folders (the frames of one video)'
     return None
@@ -208,12 +216,16 @@ def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairP
                    problems: list[str], outputs: dict[str, Path]) -> int:
     """Fuse the frames in order through an offline :class:`FusionStream`."""
     from sgdfuse_ros.fusion.stream import FusionStream
+    from sgdfuse_ros.fusion.temporal import TemporalSettings
 
+    temporal = TemporalSettings(strength=args.temporal) if getattr(args, 'temporal', None) \
+        else False
     rate = args.rate if args.rate is not None else DEFAULT_RATE
     mask_rate = args.mask_rate if args.mask_rate is not None else DEFAULT_MASK_RATE
     failures = list(problems)
     done = 0
-    with FusionStream(pipeline, live=False, camera_rate=rate, mask_rate=mask_rate) as stream:
+    with FusionStream(pipeline, live=False, camera_rate=rate, mask_rate=mask_rate,
+                      temporal=temporal) as stream:
         for pair in progress(pairs, f'fuse sequence ({pipeline.method_name})',
                              enabled=not args.quiet, unit='frame'):
             try:

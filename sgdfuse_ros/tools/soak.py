@@ -379,6 +379,8 @@ def _summarise(received, sent, first_stamp, samples, warmup, diag, node_log, ret
         'load': {'min': min(loads), 'mean': float(np.mean(loads)), 'max': max(loads)}
         if loads else {},
         'method': diag.get('method', '?'), 'backend': diag.get('backend', '?'),
+        'working_size': diag.get('working_size', '?'),
+        'degradation': diag.get('degradation', '?'),
     }
     if trace_path is not None and trace_path.is_file():
         out['timeline'] = _trace_breakdown(trace_path, dict(got))
@@ -479,6 +481,8 @@ def format_report(r: dict) -> str:
         'node drops: ' + (', '.join(f'{k} {v}' for k, v in r['dropped'].items()) or 'n/a')
         + f'; errors {r["errors_total"]} (log: {r["node_error_lines"]} error lines, exit code '
         f'{r["node_exit_code"]})',
+        f'working size at the end: {r.get("working_size", "?")}, degradation '
+        f'{r.get("degradation", "?")}',
         'node latency (its /diagnostics, last 300 frames): '
         + '; '.join(f'{k.removeprefix("latency_").removesuffix("_ms")} {v}'
                     for k, v in r['node_latency'].items()),
