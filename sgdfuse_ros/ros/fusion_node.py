@@ -48,7 +48,7 @@ from sgdfuse_ros.fusion.temporal import TemporalSettings
 from sgdfuse_ros.params import ParameterError
 from . import convert, diagnostics
 from .node_params import NodeParameters
-from .outputs import Outputs, image_publishers, overriding_options, qos_factory
+from .outputs import Outputs, overriding_options, qos_factory
 from .sync import SyncedSubscriptions
 
 #: Seconds between two log lines of one kind of error or drop.
@@ -180,15 +180,9 @@ class NodeFusion:
                                        temporal=temporal)
             from diagnostic_msgs.msg import DiagnosticArray
 
-            n, publisher = self.node, image_publishers(self.node, s)  # with qos_overrides
-            self.pub_fused = publisher(s.fused_topic)
-            if s.publish_masks:
-                self.pub_ir_mask = publisher('~/ir_mask')
-                self.pub_rgb_mask = publisher('~/rgb_mask')
-            if s.publish_f1:
-                self.pub_f1 = publisher('~/f1')
-            self.outputs = Outputs(n, s, self.pub_fused, self.pub_ir_mask, self.pub_rgb_mask)
-            self.pub_diag = n.create_publisher(DiagnosticArray, '/diagnostics', 10)
+            self.outputs = Outputs(self.node, s)  # the image publishers, camera_info, JPEG
+            self.pub_fused, self.pub_ir_mask, self.pub_rgb_mask, self.pub_f1 = self.outputs.images
+            self.pub_diag = self.node.create_publisher(DiagnosticArray, '/diagnostics', 10)
             self.state = 'inactive'
 
     def activate(self) -> None:
@@ -377,15 +371,14 @@ class NodeFusion:
         self.pub_fused.publish(convert.numpy_to_image(result.image, s.output_encoding,
                                                       header=header))
         age = (self._now_ns() - ref_ns) / 1e6
-        self.outputs.fused(result.image, s.output_encoding, header)
         if self.pub_ir_mask is not None and result.masks is not None:
             for pub, mask in zip((self.pub_ir_mask, self.pub_rgb_mask), result.masks):
                 pub.publish(convert.numpy_to_image(convert.float_to_mono8(mask), 'mono8',
                                                    header=header))
-            self.outputs.masks(result.masks, header)
         if self.pub_f1 is not None and result.f1 is not None:
             self.pub_f1.publish(convert.numpy_to_image(convert.float_to_mono8(result.f1),
                                                        'mono8', header=header))
+        self.outputs.publish(result, s.output_encoding, header)
         t4 = time.monotonic()
         timings = dict(result.timings)  # the pipeline's stages, plus the node's own below
         timings.update(age_receipt=(pair.received_ns - ref_ns) / 1e6, age_take=age_take,

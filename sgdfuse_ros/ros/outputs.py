@@ -108,13 +108,13 @@ def image_publishers(node, settings, msg_type=None):
 
 
 class Outputs:
-    """The node's outputs beside the fused image (see the module docstring), for one
-    configuration: the camera_info publisher and subscription and the JPEG publishers, made
-    beside the node's image publishers ``pub_fused`` and, when masks are published,
-    ``pub_ir_mask`` and ``pub_rgb_mask`` (which stay the node's); :meth:`destroy` removes what
-    this made."""
+    """The node's image publishers for one configuration and what goes beside them (see the
+    module docstring). :attr:`images` are the publishers of the fused image, the masks and F1
+    (``pub_fused, pub_ir_mask, pub_rgb_mask, pub_f1``; None when not published), which the
+    node publishes on and destroys; :meth:`publish` sends the camera_info and JPEG copies of a
+    fused frame, and :meth:`destroy` removes the publishers and subscription made for them."""
 
-    def __init__(self, node, settings, pub_fused, pub_ir_mask=None, pub_rgb_mask=None):
+    def __init__(self, node, settings):
         from sensor_msgs.msg import CameraInfo, CompressedImage
 
         from .sync import LatestMessage
@@ -123,6 +123,13 @@ class Outputs:
         self.settings = settings
         self._said_no_info = False
         self.published_info = 0
+        image = image_publishers(node, settings)
+        pub_fused = image(settings.fused_topic)
+        pub_ir_mask, pub_rgb_mask = ((image('~/ir_mask'), image('~/rgb_mask'))
+                                     if settings.publish_masks else (None, None))
+        pub_f1 = image('~/f1') if settings.publish_f1 else None
+        #: ``pub_fused, pub_ir_mask, pub_rgb_mask, pub_f1``.
+        self.images = (pub_fused, pub_ir_mask, pub_rgb_mask, pub_f1)
         fused_topic = pub_fused.topic_name
         self.pub_info = image_publishers(node, settings, CameraInfo)(
             sibling_topic(fused_topic, 'camera_info'))
@@ -139,9 +146,16 @@ class Outputs:
         self.info_sub = LatestMessage(node, CameraInfo, topic, qos_factory(settings)(),
                                       qos_overriding_options=overriding_options())
 
+    def publish(self, result, encoding: str, header) -> None:
+        """After the node published a fused frame (``result``: the pipeline's
+        :class:`~sgdfuse_ros.fusion.pipeline.FusionResult`; ``encoding``: the fused image's;
+        ``header``: the RGB frame's): its camera_info, and the JPEG copies when asked for."""
+        self.fused(result.image, encoding, header)
+        self.masks(result.masks, header)
+
     def fused(self, image: np.ndarray, encoding: str, header) -> None:
-        """After the fused image went out (``image`` as published, ``encoding`` its
-        encoding): its camera_info, and its JPEG when asked for."""
+        """The camera_info of the fused ``image`` (as published, ``encoding`` its encoding),
+        and its JPEG when asked for."""
         h, w = image.shape[:2]
         info = self.info_sub.latest if self.info_sub is not None else None
         if info is not None:
@@ -156,8 +170,8 @@ class Outputs:
             self._publish_jpeg(self.pub_fused_jpeg, self._as_encoding(image, encoding), header)
 
     def masks(self, masks, header) -> None:
-        """After the masks (thermal, RGB; float in [0, 1]) went out: their JPEGs when asked
-        for."""
+        """The JPEGs of the masks (thermal, RGB; float in [0, 1]) when masks and compressed
+        output are both on."""
         if not self.pub_masks_jpeg or masks is None:
             return
         from .convert import float_to_mono8
