@@ -81,7 +81,8 @@ class WorkingSizeController:
     def __init__(self, *, max_pixels: int | None = None, min_pixels: int = 320 * 160,
                  target: float = 0.85, headroom: float = 0.75, patience: int = 2,
                  patience_up: int = 30, smoothing: float = 0.7, can_degrade: bool = True,
-                 start_pixels: int | None = 640 * 480, overload_factor: float = 1.6):
+                 start_pixels: int | None = 640 * 480, overload_factor: float = 1.6,
+                 settle: int = 3):
         if not 0.0 < target <= 1.0 or not 0.0 < headroom < 1.0:
             raise ValueError('need 0 < target <= 1 and 0 < headroom < 1')
         self.max_pixels, self.min_pixels = max_pixels, int(min_pixels)
@@ -92,6 +93,11 @@ class WorkingSizeController:
         self.start_pixels = start_pixels
         self.overload_factor = float(overload_factor)
         self._avg_fixed: float | None = None
+        self._avg_scaled: float | None = None
+        #: Frames not counted after a start or a change (first runs at a new size, the first
+        #: frame's masks): ``settle`` after a change, twice that after a start.
+        self.settle = int(settle)
+        self._skip = 0
         self._frame: tuple[int, int] | None = None
         self._ladder: list[tuple[int, int]] = []
         self._index = 0
@@ -116,6 +122,7 @@ class WorkingSizeController:
             self._index = fits[0] if fits else len(self._ladder) - 1
         self._avg_ms = None
         self._over = self._under = 0
+        self._skip = 2 * self.settle
 
     @property
     def state(self) -> SizeState:
@@ -147,8 +154,14 @@ class WorkingSizeController:
         or the level changed."""
         if not self._ladder or period_s is None or period_s <= 0:
             return False
+        if self._skip > 0:
+            self._skip -= 1
+            return False
         a = self.smoothing
         fixed = max(0.0, frame_ms - scaled_ms) if scaled_ms is not None else 0.0
+        scaled = frame_ms - fixed
+        self._avg_scaled = scaled if self._avg_ms is None or self._avg_scaled is None else \
+            a * self._avg_scaled + (1 - a) * scaled
         self._avg_ms = frame_ms if self._avg_ms is None else a * self._avg_ms + (1 - a) * frame_ms
         self._avg_fixed = fixed if self._avg_fixed is None else \
             a * self._avg_fixed + (1 - a) * fixed
@@ -186,8 +199,8 @@ class WorkingSizeController:
         return fixed + (self._avg_ms - fixed) * pixels / (w * h)
 
     def _up_fits(self, budget: float) -> bool:
-        if self._level > 0:  # the method first: its cost is about the refiner's share
-            return self._predict(2 * self.size[0] * self.size[1]) < self.headroom * budget
+        if self._level > 0:  # the method first: the refiner costs about what stage 1 does
+            return self._avg_ms + (self._avg_scaled or self._avg_ms) < self.headroom * budget
         if self._index == 0:
             return False
         uw, uh = self._ladder[self._index - 1]
@@ -217,6 +230,7 @@ class WorkingSizeController:
         else:
             return False
         self._avg_ms = None  # measure the new setting afresh
+        self._skip = self.settle
         self.changes += 1
         return True
 
@@ -231,6 +245,7 @@ class WorkingSizeController:
             self.reason = (f'{self._avg_ms:.0f} ms per frame leaves room within '
                            f'{budget:.0f} ms: up to {self.size[0]}x{self.size[1]}')
         self._avg_ms = None
+        self._skip = self.settle
         self.changes += 1
         return True
 
