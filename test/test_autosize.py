@@ -82,7 +82,8 @@ def test_auto_work_size_applies_changes_to_the_pipeline_once():
     assert first[0] * first[1] <= 640 * 480 and first[0] % 32 == 0
     auto.before((1920, 1080))
     assert pipe.sizes == [first] and pipe.refine == [True]
-    lines = [auto.after(500.0, 1 / 30) for _ in range(2)]
+    c = auto.controller
+    lines = [auto.after(500.0, 1 / 30) for _ in range(c.patience + 2 * c.settle)]
     assert lines[-1] and 'working size' in lines[-1]
     auto.before((1920, 1080))
     assert len(pipe.sizes) == 2 and pipe.sizes[1][0] < first[0]

@@ -5,14 +5,15 @@ that period. :class:`WorkingSizeController` picks the largest working size (the 
 networks run at; the published frame keeps the camera's size, see :mod:`.compose`) whose
 measured time fits, and adapts it when the load changes:
 
-* it keeps a moving average of the time per fused frame and of the camera period;
-* after ``patience`` frames over ``target`` x period it steps down the ladder of sizes (each
-  about 0.8x the pixels of the one above, sides multiples of the networks' 32), straight to
-  the first size whose time, scaled by its pixels, fits; at the smallest size it degrades the
-  method instead (``levels``: the refiner off, stage 1 alone);
-* after ``patience_up`` frames whose time, scaled to the next size up, would still fit with
-  room to spare (``headroom``), it steps back up: first the method, then the size. The two
-  thresholds are apart (hysteresis), so it does not oscillate between two sizes.
+* it keeps the recent times per fused frame and a moving average of the camera period;
+* when the median of the last ``patience`` frames is over ``target`` x period it steps down
+  the ladder of sizes (each about 0.8x the pixels of the one above, sides multiples of the
+  networks' 32), straight to the first size whose time, scaled by its pixels, fits; at the
+  smallest size it degrades the method instead (``levels``: the refiner off, stage 1 alone);
+* when the median of the last ``patience_up`` frames, scaled to the next size up, would still
+  fit with room to spare (``headroom``), it steps back up: first the method, then the size.
+  The two thresholds are apart (hysteresis) and medians ignore a few frames slowed by other
+  work, so it does not oscillate between two sizes.
 
 Part of a frame's time does not depend on the working size: the frame-size passes (colour,
 registration, the blend at the frame's size, publishing). When that part alone takes the camera
@@ -31,6 +32,7 @@ with made-up timings.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
 #: Sides of working sizes are multiples of this (the refiner's side multiple: no padding).
@@ -79,9 +81,10 @@ class WorkingSizeController:
     ``headroom``: stepping up needs the predicted time under ``headroom`` x target x period."""
 
     def __init__(self, *, max_pixels: int | None = None, min_pixels: int = 320 * 160,
-                 target: float = 0.85, headroom: float = 0.75, patience: int = 2,
+                 target: float = 0.85, headroom: float = 0.75, patience: int = 5,
                  patience_up: int = 30, smoothing: float = 0.7, can_degrade: bool = True,
-                 start_pixels: int | None = 640 * 480, overload_factor: float = 1.6):
+                 start_pixels: int | None = 640 * 480, overload_factor: float = 1.6,
+                 settle: int = 3):
         if not 0.0 < target <= 1.0 or not 0.0 < headroom < 1.0:
             raise ValueError('need 0 < target <= 1 and 0 < headroom < 1')
         self.max_pixels, self.min_pixels = max_pixels, int(min_pixels)
@@ -92,13 +95,19 @@ class WorkingSizeController:
         self.start_pixels = start_pixels
         self.overload_factor = float(overload_factor)
         self._avg_fixed: float | None = None
+        self._avg_scaled: float | None = None
+        self._recent: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=max(patience, patience_up))
+        #: Frames not counted after a start or a change (first runs at a new size, the first
+        #: frame's masks): ``settle`` after a change, twice that after a start.
+        self.settle = int(settle)
+        self._skip = 0
         self._frame: tuple[int, int] | None = None
         self._ladder: list[tuple[int, int]] = []
         self._index = 0
         self._level = 0
         self._avg_ms: float | None = None
         self._avg_period: float | None = None
-        self._over = self._under = 0
         self.changes = 0
         self.reason = 'start: the largest size within max_pixels, until timings arrive'
 
@@ -115,7 +124,8 @@ class WorkingSizeController:
             fits = [i for i, (w, h) in enumerate(self._ladder) if w * h <= start_pixels]
             self._index = fits[0] if fits else len(self._ladder) - 1
         self._avg_ms = None
-        self._over = self._under = 0
+        self._recent.clear()
+        self._skip = 2 * self.settle
 
     @property
     def state(self) -> SizeState:
@@ -147,27 +157,33 @@ class WorkingSizeController:
         or the level changed."""
         if not self._ladder or period_s is None or period_s <= 0:
             return False
-        a = self.smoothing
+        if self._skip > 0:
+            self._skip -= 1
+            return False
         fixed = max(0.0, frame_ms - scaled_ms) if scaled_ms is not None else 0.0
-        self._avg_ms = frame_ms if self._avg_ms is None else a * self._avg_ms + (1 - a) * frame_ms
-        self._avg_fixed = fixed if self._avg_fixed is None else \
-            a * self._avg_fixed + (1 - a) * fixed
+        self._recent.append((frame_ms, frame_ms - fixed))
+        a = self.smoothing
         self._avg_period = period_s if self._avg_period is None else \
             a * self._avg_period + (1 - a) * period_s
+        # medians, not means: a few frames slowed by other work do not move the size
+        last = list(self._recent)[-self.patience:]
+        if len(last) < self.patience:
+            return False
+        self._set_averages(last)
         budget = self.budget_ms
         if self._avg_ms > budget:
-            self._over, self._under = self._over + 1, 0
-            if self._over >= self.patience:
-                return self._down(budget)
-            return False
-        self._over = 0
-        if self._up_fits(budget):
-            self._under += 1
-            if self._under >= self.patience_up:
+            return self._down(budget)
+        if len(self._recent) >= self.patience_up:
+            self._set_averages(self._recent)
+            if self._up_fits(budget):
                 return self._up(budget)
-        else:
-            self._under = 0
         return False
+
+    def _set_averages(self, frames) -> None:
+        times = sorted(t for t, _ in frames)
+        scaled = sorted(s for _, s in frames)
+        self._avg_ms, self._avg_scaled = times[len(times) // 2], scaled[len(scaled) // 2]
+        self._avg_fixed = max(0.0, self._avg_ms - self._avg_scaled)
 
     @property
     def budget_ms(self) -> float:
@@ -186,15 +202,14 @@ class WorkingSizeController:
         return fixed + (self._avg_ms - fixed) * pixels / (w * h)
 
     def _up_fits(self, budget: float) -> bool:
-        if self._level > 0:  # the method first: its cost is about the refiner's share
-            return self._predict(2 * self.size[0] * self.size[1]) < self.headroom * budget
+        if self._level > 0:  # the method first: the refiner costs about what stage 1 does
+            return self._avg_ms + (self._avg_scaled or self._avg_ms) < self.headroom * budget
         if self._index == 0:
             return False
         uw, uh = self._ladder[self._index - 1]
         return self._predict(uw * uh) < self.headroom * budget
 
     def _down(self, budget: float) -> bool:
-        self._over = 0
         w, h = self.size
         if budget > self.target * self._avg_period * 1e3:
             of = (f'{self.overload_factor:g}x the {self._avg_fixed:.0f} ms of frame-size work, '
@@ -217,11 +232,12 @@ class WorkingSizeController:
         else:
             return False
         self._avg_ms = None  # measure the new setting afresh
+        self._recent.clear()
+        self._skip = self.settle
         self.changes += 1
         return True
 
     def _up(self, budget: float) -> bool:
-        self._under = 0
         if self._level > 0:
             self._level -= 1
             self.reason = (f'{self._avg_ms:.0f} ms per frame leaves room within '
@@ -231,6 +247,8 @@ class WorkingSizeController:
             self.reason = (f'{self._avg_ms:.0f} ms per frame leaves room within '
                            f'{budget:.0f} ms: up to {self.size[0]}x{self.size[1]}')
         self._avg_ms = None
+        self._recent.clear()
+        self._skip = self.settle
         self.changes += 1
         return True
 
