@@ -42,6 +42,10 @@ class LatestSlot:
             item, self._item, self._full = self._item, None, False
             return item
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

@@ -305,3 +305,10 @@ class AutoWorkSize:
         (w, h), level = self._applied
         return {'working_size': f'{w}x{h} (auto)', 'degradation': level,
                 'working_size_reason': self.controller.reason}
+
+
+def fixed_size_values(pipeline) -> dict[str, str]:
+    """For /diagnostics, without the automatic working size: the fixed one, or the frame's."""
+    work = pipeline.config.work_size if pipeline is not None else None
+    return {'working_size': f'{work[0]}x{work[1]} (fixed)' if work else
+            "the RGB frame's own (within max_pixels)", 'degradation': 'full'}

@@ -41,13 +41,14 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sgdfuse_ros.core.imaging import ImageError
 from sgdfuse_ros.core.slots import LatestSlot
 from sgdfuse_ros.fusion import compose_fast
-from sgdfuse_ros.fusion.autosize import AutoWorkSize, RateMeter
+from sgdfuse_ros.fusion.autosize import AutoWorkSize, RateMeter, fixed_size_values
 from sgdfuse_ros.fusion.pipeline import FusionPipeline
 from sgdfuse_ros.fusion.stream import FusionStream
 from sgdfuse_ros.fusion.temporal import TemporalSettings
 from sgdfuse_ros.params import ParameterError
 from . import convert, diagnostics
 from .node_params import NodeParameters
+from .publish_thread import PublishThread
 from .outputs import Outputs, overriding_options, qos_factory
 from .sync import SyncedSubscriptions
 
@@ -98,6 +99,8 @@ class NodeFusion:
         self._frame_listeners: list = []
         self.autosize: AutoWorkSize | None = None  # the automatic working size, when on
         self._rate = RateMeter()  # the period of the synchronised pairs
+        self.publisher = PublishThread(self._publish, lambda exc: self.report_error(
+            'publish', f'{type(exc).__name__}: {exc}'))
         self._images = MutuallyExclusiveCallbackGroup()
         self._timers = MutuallyExclusiveCallbackGroup()
         self._reset_counters()
@@ -200,6 +203,7 @@ class NodeFusion:
             self.worker = threading.Thread(target=self._work_loop, name='sgdfuse-fusion',
                                            daemon=True)
             self.worker.start()
+            self.publisher.start()
             self.sync = SyncedSubscriptions(
                 self.node,
                 [(CompressedImage if s.thermal_compressed else Image, s.thermal_topic),
@@ -243,6 +247,7 @@ class NodeFusion:
         self._slot.close()
         if self.worker is not None and self.worker.is_alive():
             self.worker.join(timeout=10.0)
+        self.publisher.stop()
 
     def cleanup(self) -> None:
         """Destroy the publishers and free the models (-> unconfigured)."""
@@ -368,6 +373,12 @@ class NodeFusion:
             self._drop('late_at_publish', f'pair @ {stamp_ns / 1e9:.3f} was {age_fused:.0f} ms '
                                           f'old when fused (max_latency {s.max_latency:g} s)')
             return
+        self.publisher.put((pair, result, ref_ns, stamp_ns, age_take, age_fused, t0, t1, t2))
+
+    def _publish(self, item) -> None:
+        """The publishing thread: a fused frame and what goes beside it, then its figures."""
+        pair, result, ref_ns, stamp_ns, age_take, age_fused, t0, t1, t2 = item
+        s, header = self.settings, pair.rgb.header
         self.pub_fused.publish(convert.numpy_to_image(result.image, s.output_encoding,
                                                       header=header))
         age = (self._now_ns() - ref_ns) / 1e6
@@ -466,7 +477,7 @@ class NodeFusion:
         sync = self.sync.stats() if self.sync is not None else None
         with self._lock:
             dropped = {r: self._dropped.get(r, 0) for r in diagnostics.PAIR_DROP_REASONS}
-            dropped['stale'] = self._stale_before + self._slot.replaced
+            dropped['stale'] = self._stale_before + self._slot.replaced + self.publisher.replaced
             return {
                 'thermal_received': sync.received[0] if sync else 0,
                 'rgb_received': sync.received[1] if sync else 0,
@@ -511,12 +522,8 @@ class NodeFusion:
                 self.report_error('diagnostics', f'{type(exc).__name__}: {exc}')
 
     def _work_size_values(self) -> dict[str, str]:
-        if self.autosize is not None:
-            return self.autosize.values()
-        cfg = self.pipeline.config if self.pipeline is not None else None
-        work = cfg.work_size if cfg is not None else None
-        return {'working_size': f'{work[0]}x{work[1]} (fixed)' if work else
-                "the RGB frame's own (within max_pixels)", 'degradation': 'full'}
+        return (self.autosize.values() if self.autosize is not None
+                else fixed_size_values(self.pipeline))
 
     def diagnostics(self):
         """The DiagnosticArray published on /diagnostics."""
