@@ -33,6 +33,7 @@ from sgdfuse_ros.core.budget import (DEFAULT_MAX_PIXELS, FrameTooLarge, PixelBud
                                      pixels_text)
 from sgdfuse_ros.core.imaging import ImageError, ThermalGain
 from sgdfuse_ros.core.memory import release_heap
+from . import medical
 from .methods import FusionMethod, build_method
 
 __all__ = ['DEFAULT_MAX_PIXELS', 'FrameTooLarge', 'FusionPipeline', 'FusionResult',
@@ -70,6 +71,9 @@ class PipelineConfig:
     thermal_low_percentile: float = 1.0
     thermal_high_percentile: float = 99.0
     thermal_smoothing: float = 0.9
+    #: ``ivif`` (thermal + camera frames) or ``medical`` (a functional or CT image first, the
+    #: MRI second; the functional image's colour map kept; :mod:`.medical`).
+    task: str = 'ivif'
 
 
 @dataclass
@@ -117,6 +121,8 @@ class FusionPipeline:
         self._last_work: tuple[int, int] | None = None
         cfg.homography = imaging.parse_homography(cfg.homography)
         self.config = cfg
+        if medical.check_task(cfg.task) == 'medical':
+            cfg.method_options = medical.method_options(cfg.method, cfg.method_options)
         self.gain = ThermalGain(low_percentile=cfg.thermal_low_percentile,
                                 high_percentile=cfg.thermal_high_percentile,
                                 smoothing=cfg.thermal_smoothing)
@@ -148,6 +154,10 @@ class FusionPipeline:
         work on it)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        pair = None
+        if self.config.task == 'medical':  # first: functional or CT image; second: the MRI
+            pair = medical.split_pair(thermal, visible, name=name)
+            thermal, visible = pair.first, pair.second
         if thermal.ndim != 2:
             raise ImageError(f'{name}: thermal frame must be 2-D, got shape {thermal.shape}')
         if visible.ndim >= 2:  # other shapes: align_pair says what is wrong
@@ -202,7 +212,8 @@ class FusionPipeline:
         del out, masks_w
         tc = time.perf_counter()
         color = self.config.output == 'color' and visible.ndim == 3
-        image = _banded_merge(fused, visible if color else None)
+        image = _banded_merge(fused, visible if color else None) if pair is None else \
+            medical.restore_colour(fused, pair, self.config.output, self.config.homography)
         timings['merge'] = (time.perf_counter() - tc) * 1e3
         if work != self._last_work:
             if self._last_work is not None:  # frame size changed: hand freed memory back

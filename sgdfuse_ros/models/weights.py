@@ -15,6 +15,12 @@ STUDENT_WEIGHTS = WEIGHTS_DIR / 'refiner_student.pt'
 TEACHER_WEIGHTS = WEIGHTS_DIR / 'refiner_teacher.pt'
 #: Weights of the ablation variants (``sgdfuse ablate``).
 ABLATION_DIR = WEIGHTS_DIR / 'ablation'
+#: Weights for medical fusion (task ``medical``: MRI with PET, SPECT or CT), trained like the
+#: ones above on medical pairs.
+MEDICAL_DIR = WEIGHTS_DIR / 'medical'
+MEDICAL_STAGE1_WEIGHTS = MEDICAL_DIR / 'stage1_realtime.pt'
+MEDICAL_STUDENT_WEIGHTS = MEDICAL_DIR / 'refiner_student.pt'
+MEDICAL_TEACHER_WEIGHTS = MEDICAL_DIR / 'refiner_teacher.pt'
 
 #: Target -> the weights whose ONNX graph ships beside them (``<stem>.onnx`` and its sidecar
 #: ``<stem>.onnx.json``, :func:`sgdfuse_ros.runtime.export.shipped_graph_paths`): stage 1 and

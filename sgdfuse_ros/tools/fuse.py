@@ -23,7 +23,8 @@ import sys
 
 from sgdfuse_ros.core import files, imaging
 from sgdfuse_ros.core.budget import DEFAULT_MAX_PIXELS, FrameTooLarge
-from .common import add_budget_arguments, err, given_options, progress, too_large
+from .common import (add_budget_arguments, add_task_argument, err, given_options, progress,
+                     too_large)
 
 #: Frame rate assumed for ``--sequence`` without ``--rate`` (Hz).
 DEFAULT_RATE = 10.0
@@ -32,8 +33,11 @@ DEFAULT_MASK_RATE = 2.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--ir', required=True, type=Path, help='infrared image file or folder')
-    p.add_argument('--vis', required=True, type=Path, help='visible image file or folder')
+    p.add_argument('--ir', required=True, type=Path,
+                   help='infrared image file or folder (task medical: the PET, SPECT or CT)')
+    p.add_argument('--vis', required=True, type=Path,
+                   help='visible image file or folder (task medical: the MRI)')
+    add_task_argument(p)
     p.add_argument('--out', required=True, type=Path,
                    help='output file (pair mode) or folder (folder and sequence modes)')
     p.add_argument('--method', default='auto',
@@ -85,7 +89,8 @@ def build_pipeline(args: argparse.Namespace, *, video: bool = False):
                          mask_options=mask_options, homography=args.homography,
                          output='mono' if getattr(args, 'mono', False) else 'color',
                          max_pixels=getattr(args, 'max_pixels', DEFAULT_MAX_PIXELS),
-                         oversize=getattr(args, 'oversize', 'resize'))
+                         oversize=getattr(args, 'oversize', 'resize'),
+                         task=getattr(args, 'task', 'ivif'))
     if not video:
         cfg.thermal_smoothing = 0.0
     return FusionPipeline(cfg)
@@ -134,10 +139,11 @@ def _plan(args: argparse.Namespace
     return pairs, problems, {p.name: args.out / f'{p.name}.png' for p in pairs}, inputs
 
 
-def _read(pair: imaging.PairPaths):
-    """The pair's frames; an unreadable file is an ``ImageError`` naming it."""
+def _read(pair: imaging.PairPaths, task: str = 'ivif'):
+    """The pair's frames; an unreadable file is an ``ImageError`` naming it. Task ``medical``
+    keeps the colour of the first image (a pseudo-colour PET or SPECT image)."""
     frames = []
-    for path, gray in ((pair.ir, True), (pair.vis, None)):
+    for path, gray in ((pair.ir, task != 'medical'), (pair.vis, None)):
         try:
             frames.append(imaging.read_image(path, gray=gray))
         except OSError as exc:
@@ -190,7 +196,7 @@ def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPath
     for pair in progress(pairs, f'fuse ({pipeline.method_name})',
                          enabled=len(pairs) > 1 and not args.quiet):
         try:
-            result = pipeline.fuse(*_read(pair), name=str(pair.ir))
+            result = pipeline.fuse(*_read(pair, pipeline.config.task), name=str(pair.ir))
         except (imaging.ImageError, ValueError) as exc:
             failures.append(too_large(exc) if isinstance(exc, FrameTooLarge) else str(exc))
             if len(pairs) == 1:
@@ -217,7 +223,7 @@ def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairP
         for pair in progress(pairs, f'fuse sequence ({pipeline.method_name})',
                              enabled=not args.quiet, unit='frame'):
             try:
-                result = stream.push(*_read(pair), name=str(pair.ir))
+                result = stream.push(*_read(pair, pipeline.config.task), name=str(pair.ir))
             except (imaging.ImageError, ValueError) as exc:
                 failures.append(too_large(exc) if isinstance(exc, FrameTooLarge) else str(exc))
                 continue
