@@ -43,7 +43,11 @@ STAGES = ('thermal', 'color', 'stage1', 'masks', 'refiner', 'merge', 'total')
 
 def add_arguments(p) -> None:
     """Arguments of ``sgdfuse bench``."""
-    p.add_argument('--size', default='640x480', help='working size WxH (default 640x480)')
+    p.add_argument('--size', default=None,
+                   help='working size WxH (default 640x480; 256x256 with --task medical)')
+    p.add_argument('--task', choices=('ivif', 'medical'), default='ivif',
+                   help='ivif: the bundled thermal/camera samples (default); medical: the '
+                   'bundled MRI pairs, with the medical weights when installed')
     p.add_argument('--backend', default='onnxruntime',
                    help=f'inference backend: {", ".join(BACKEND_NAMES)} or auto '
                    '(default onnxruntime, the CPU default)')
@@ -89,17 +93,24 @@ def _resolve_method(name: str) -> str:
 
 
 def _method_options(method: str, *, backend: str, threads: int, tmp: str,
-                    weights: str | os.PathLike | None, refiner_weights, random_weights: bool
-                    ) -> tuple[dict[str, Any], str | None]:
+                    weights: str | os.PathLike | None, refiner_weights, random_weights: bool,
+                    task: str = 'ivif') -> tuple[dict[str, Any], str | None]:
     """The method's options (weights: given, shipped, or untrained ones written to ``tmp``
-    when ``random_weights``) and a note when untrained weights are timed."""
-    from sgdfuse_ros.models.weights import STAGE1_WEIGHTS, STUDENT_WEIGHTS
+    when ``random_weights``) and a note when untrained weights are timed. Task ``medical``
+    takes the medical weights where they are installed (``fusion.medical.method_options``)."""
+    from sgdfuse_ros.models import weights as shipped
     from .random_checkpoints import write_random_refiner, write_random_stage1
 
+    stage1_path, student_path = shipped.STAGE1_WEIGHTS, shipped.STUDENT_WEIGHTS
+    if task == 'medical' and shipped.MEDICAL_STAGE1_WEIGHTS.is_file():
+        stage1_path = shipped.MEDICAL_STAGE1_WEIGHTS
+    if task == 'medical' and shipped.MEDICAL_STUDENT_WEIGHTS.is_file():
+        student_path = shipped.MEDICAL_STUDENT_WEIGHTS
+
     weights_path, note = (Path(weights) if weights else None), None
-    if not weights and not STAGE1_WEIGHTS.is_file():
+    if not weights and not stage1_path.is_file():
         if not random_weights:
-            raise FileNotFoundError(f'no stage-1 weights at {STAGE1_WEIGHTS}; pass '
+            raise FileNotFoundError(f'no stage-1 weights at {stage1_path}; pass '
                                     '--weights, or --random to time an untrained network')
         weights_path = write_random_stage1(Path(tmp) / 'stage1_random.pt')
         note = 'untrained stage-1 weights'
@@ -109,9 +120,9 @@ def _method_options(method: str, *, backend: str, threads: int, tmp: str,
     if method == 'sgdfuse':
         if refiner_weights:
             opts['weights'] = str(refiner_weights)
-        elif not STUDENT_WEIGHTS.is_file():
+        elif not student_path.is_file():
             if not random_weights:
-                raise FileNotFoundError(f'no refiner weights at {STUDENT_WEIGHTS}; pass '
+                raise FileNotFoundError(f'no refiner weights at {student_path}; pass '
                                         '--refiner-weights, or --random')
             opts['weights'] = str(write_random_refiner(Path(tmp) / 'refiner_random.pt'))
             note = 'untrained weights' if note else 'untrained refiner weights'
@@ -237,7 +248,8 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
               refiner_weights: str | os.PathLike | None = None,
               refiner_backend: str | None = None,
               engines_dir: str | os.PathLike | None = None,
-              method_options: dict[str, Any] | None = None) -> dict[str, Any]:
+              method_options: dict[str, Any] | None = None, task: str = 'ivif'
+              ) -> dict[str, Any]:
     """Run the benchmark; returns the result object (see the module docstring).
 
     ``mask_worker``: a mask provider run by a :class:`~sgdfuse_ros.masks.MaskWorker` thread at
@@ -251,6 +263,8 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
     makes untrained ones of both where none are installed). ``refiner_backend`` (default:
     ``backend``) runs the refiner's K-step sampler as one graph on that backend (``torch``: the
     method's own PyTorch sampler). Sets the process's runtime threads to ``threads``.
+    ``task``: ``ivif`` or ``medical`` (the bundled medical pairs through a medical pipeline,
+    with the medical weights where none are given).
     """
     from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 
@@ -266,18 +280,18 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         try:
             opts, note = _method_options(method, backend=backend, threads=threads, tmp=tmp,
                                          weights=weights, refiner_weights=refiner_weights,
-                                         random_weights=random_weights)
+                                         random_weights=random_weights, task=task)
             if engines_dir is not None:
                 opts['engines_dir'] = str(engines_dir)
             opts.update(method_options or {})
             t0 = time.perf_counter()
             pipe = FusionPipeline(PipelineConfig(method=method, method_options=opts,
                                                  mask_provider=mask_provider,
-                                                 mask_options=mask_options))
+                                                 mask_options=mask_options, task=task))
             refiner_detail = _place_refiner(pipe.method, refiner_backend or backend, threads,
                                             engines_dir)
             load_s = time.perf_counter() - t0
-            pairs = bench_frames(size)
+            pairs = bench_frames(size, task)
 
             concurrent = mask_worker not in (None, 'none')
             if mask_worker in ('auto', None, 'none'):
@@ -314,7 +328,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         'stage1_ms': med('stage1'), 'masks_ms': med('masks'), 'refiner_ms': med('refiner'),
         'total_ms': med('total'), 'fps': round(frames / loop.wall, 2),
         'peak_rss_mb': round(peak_rss_mb(), 1), 'backend': backend, 'size': f'{w}x{h}',
-        'method': method, 'frames': frames, 'threads': threads,
+        'method': method, 'frames': frames, 'threads': threads, 'task': task,
         'thermal_ms': med('thermal'), 'color_ms': med('color'), 'merge_ms': med('merge'),
         'p95_ms': {k: round(v['p95'], 2) for k, v in stats.items() if v},
         'mask_worker': worker_name,
@@ -337,7 +351,8 @@ def format_table(res: dict[str, Any]) -> str:
             ('stage 1', 'stage1'), ('masks (reused)', 'masks'), ('refiner', 'refiner'),
             ('colour merge', 'merge'), ('per-frame total', 'total')]
     p95 = res.get('p95_ms', {})
-    lines = [f'sgdfuse bench: {res["method"]} on {res["backend"]} at {res["size"]}, '
+    task = '' if res.get('task', 'ivif') == 'ivif' else f' ({res["task"]})'
+    lines = [f'sgdfuse bench: {res["method"]}{task} on {res["backend"]} at {res["size"]}, '
              f'{res["frames"]} frames, {res["threads"]} threads, load average '
              f'{res["load_average"]}',
              f'  {res["backend_detail"]}',
@@ -369,7 +384,7 @@ def format_table(res: dict[str, Any]) -> str:
 def run_bench_command(args) -> int:
     """``sgdfuse bench``."""
     try:
-        size = parse_size(args.size)
+        size = parse_size(args.size or ('256x256' if args.task == 'medical' else '640x480'))
         if args.variants:
             from .bench_variants import format_variants, run_variants
 
@@ -383,7 +398,7 @@ def run_bench_command(args) -> int:
                         mask_frames=args.mask_frames, mask_worker=args.mask_worker,
                         mask_rate_hz=args.mask_rate, mask_provider=args.mask_provider,
                         refiner_weights=args.refiner_weights,
-                        refiner_backend=args.refiner_backend,
+                        refiner_backend=args.refiner_backend, task=args.task,
                         mask_options={'checkpoint': str(args.mask_checkpoint)}
                         if args.mask_checkpoint else None)
     except (ValueError, FileNotFoundError, ImportError) as exc:
