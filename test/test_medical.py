@@ -180,3 +180,12 @@ def test_bench_medical(capsys):
                  '--warmup', '1', '--mask-worker', 'none', '--json']) == 0
     res = json.loads(capsys.readouterr().out)
     assert res['task'] == 'medical' and res['size'] == '256x256' and res['total_ms'] > 0
+
+
+def test_cli_ivif_with_a_colour_first_image_says_so_once(tmp_path, capsys):
+    capsys.readouterr()
+    rc = main(['fuse', '--method', 'laplacian', '--quiet', '--ir', str(SPECT / 'SPECT'),
+               '--vis', str(SPECT / 'MRI'), '--out', str(tmp_path / 'f')])
+    err = [line for line in capsys.readouterr().err.splitlines() if 'warning' in line]
+    assert rc == 0 and len(err) == 1 and '--task medical' in err[0]
+    assert imaging.read_image(tmp_path / 'f' / '11.png').ndim == 2
