@@ -189,3 +189,45 @@ def test_cli_ivif_with_a_colour_first_image_says_so_once(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if 'warning' in line]
     assert rc == 0 and len(err) == 1 and '--task medical' in err[0]
     assert imaging.read_image(tmp_path / 'f' / '11.png').ndim == 2
+
+
+needs_medical_weights = pytest.mark.skipif(
+    not all(p.is_file() for p in shipped.MEDICAL_SHIPPED_GRAPHS.values()),
+    reason='the medical weights are not installed')
+
+
+@needs_medical_weights
+def test_medical_weights_ship_with_their_graphs_and_sidecars():
+    from sgdfuse_ros.core.hashing import sha256_file
+    from sgdfuse_ros.runtime import export
+
+    for target, weights in shipped.MEDICAL_SHIPPED_GRAPHS.items():
+        sidecar = json.loads(weights.with_suffix('.json').read_text())
+        assert sidecar['sha256'] == sha256_file(weights) and sidecar['file'] == weights.name
+        assert weights.stat().st_size < 5_000_000
+        graphs = export.shipped_graphs(weights)
+        assert graphs[0][0].is_file(), f'run `sgdfuse export --onnx --shipped` ({target})'
+        for graph, meta_path in graphs:
+            meta = export.read_onnx_sidecar(meta_path)
+            assert meta['weights_sha256'] == sha256_file(weights), graph
+            assert export.graph_problem(graph, meta_path, sha256_file(weights)) is None
+
+
+@needs_medical_weights
+def test_task_medical_loads_the_medical_weights_and_beats_laplacian_on_a_held_out_pair():
+    from sgdfuse_ros.core.metrics import HEADLINE, compute_metrics
+
+    pipe = FusionPipeline(method='sgdfuse', task='medical', mask_provider='saliency')
+    assert pipe.config.method_options['stage1_weights'] == str(shipped.MEDICAL_STAGE1_WEIGHTS)
+    assert pipe.config.method_options['weights'] == str(shipped.MEDICAL_STUDENT_WEIGHTS)
+    lap = FusionPipeline(method='laplacian', task='medical')
+    wins = []
+    for name in ('11', '16'):  # validation pairs: never trained on
+        spect, mri = _spect(name)
+        ir8, vis8 = imaging.rgb_to_gray(spect), mri
+        ours = compute_metrics(imaging.to_uint8(pipe.fuse(spect, mri).luma), ir8, vis8,
+                               HEADLINE, convention='evaluator')
+        base = compute_metrics(imaging.to_uint8(lap.fuse(spect, mri).luma), ir8, vis8,
+                               HEADLINE, convention='evaluator')
+        wins.append(sum(ours[k] > base[k] for k in HEADLINE))
+    assert min(wins) >= 6, wins
