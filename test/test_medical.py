@@ -176,7 +176,7 @@ def test_cli_eval_on_medical_pairs(tmp_path, capsys):
 
 
 def test_bench_medical(capsys):
-    assert main(['bench', '--task', 'medical', '--method', 'stage1', '--frames', '2',
+    assert main(['bench', '--task', 'medical', '--method', 'sgdfuse', '--frames', '2',
                  '--warmup', '1', '--mask-worker', 'none', '--json']) == 0
     res = json.loads(capsys.readouterr().out)
     assert res['task'] == 'medical' and res['size'] == '256x256' and res['total_ms'] > 0

@@ -160,6 +160,8 @@ def _masks_alone(provider, pairs, mask_frames: int, concurrent: bool
     count = max(mask_frames + 1, 2 if concurrent else len(pairs) + 1)
     for i in range(count):
         thermal, vis, name = pairs[i % len(pairs)]
+        if thermal.ndim == 3:  # task medical: a pseudo-colour PET/SPECT image, masked on luma
+            thermal = imaging.rgb_to_gray(thermal)
         ir = imaging.ThermalGain(smoothing=0.0)(thermal)
         tm = time.perf_counter()
         cached[name] = provider(ir, vis).as_tuple()
