@@ -48,7 +48,8 @@ setup(
     # and those of the variants in subfolders (ablation/, steady/...).
     package_data={PACKAGE: ['weights/*.pt', 'weights/*.json', 'weights/*.onnx',
                             'weights/*/*.pt', 'weights/*/*.json', 'weights/*/*.onnx',
-                            'data/samples/*.md', 'data/samples/*/*']},
+                            'data/samples/*.md', 'data/samples/*/*',
+                            'data/medical/*.md', 'data/medical/*/*/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),

@@ -22,8 +22,8 @@ def test_package_data_covers_weights_and_samples(monkeypatch):
     kw = _setup_kwargs(monkeypatch)
     patterns = kw['package_data']['sgdfuse_ros']
     pkg = REPO / 'sgdfuse_ros'
-    wanted = [p for sub in ('weights', 'data/samples') for p in (pkg / sub).rglob('*')
-              if p.is_file()]
+    wanted = [p for sub in ('weights', 'data/samples', 'data/medical')
+              for p in (pkg / sub).rglob('*') if p.is_file()]
     assert any(p.suffix == '.pt' for p in wanted) and any(p.suffix == '.jpg' for p in wanted)
     missing = [str(p.relative_to(pkg)) for p in wanted
                if not any(fnmatch.fnmatch(str(p.relative_to(pkg)), pat) for pat in patterns)]

@@ -113,11 +113,31 @@ def match_pairs(ir_dir: str | os.PathLike, vis_dir: str | os.PathLike
     return pairs, problems
 
 
-def dataset_pairs(root: str | os.PathLike) -> list[PairPaths]:
-    """Pairs of a data set laid out as ``root/ir/NAME`` + ``root/vi/NAME``."""
+#: Folder names of a medical set's second image (the functional or CT image, in the infrared
+#: role); the structural image is in ``MRI/``.
+MEDICAL_SECOND_DIRS = ('PET', 'SPECT', 'CT')
+
+
+def pair_dirs(root: str | os.PathLike) -> tuple[Path, Path] | None:
+    """``(first, second)`` image folders of a data set, or None when ``root`` has neither
+    layout: ``ir/`` + ``vi/`` (or ``vis/``), or a medical set's ``PET/``, ``SPECT/`` or ``CT/``
+    (first role) + ``MRI/`` (second role)."""
     root = Path(root)
-    vis_dir = root / 'vi' if (root / 'vi').is_dir() else root / 'vis'
-    pairs, _ = match_pairs(root / 'ir', vis_dir)
+    if (root / 'ir').is_dir():
+        return root / 'ir', root / 'vi' if (root / 'vi').is_dir() else root / 'vis'
+    if (root / 'MRI').is_dir():
+        for name in MEDICAL_SECOND_DIRS:
+            if (root / name).is_dir():
+                return root / name, root / 'MRI'
+    return None
+
+
+def dataset_pairs(root: str | os.PathLike) -> list[PairPaths]:
+    """Pairs of a data set laid out as ``root/ir/NAME`` + ``root/vi/NAME``, or a medical set
+    (``root/SPECT/NAME`` + ``root/MRI/NAME``; see :func:`pair_dirs`)."""
+    root = Path(root)
+    dirs = pair_dirs(root) or (root / 'ir', root / 'vi')
+    pairs, _ = match_pairs(*dirs)
     return pairs
 
 

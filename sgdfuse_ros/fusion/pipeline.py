@@ -37,7 +37,7 @@ from sgdfuse_ros.core.budget import (DEFAULT_MAX_PIXELS, FrameTooLarge, PixelBud
                                      pixels_text)
 from sgdfuse_ros.core.imaging import ImageError, ThermalGain
 from sgdfuse_ros.core.memory import release_heap
-from . import compose_fast
+from . import compose_fast, medical
 from .compose import compose
 from .methods import FusionMethod, build_method
 
@@ -79,6 +79,9 @@ class PipelineConfig:
     thermal_low_percentile: float = 1.0
     thermal_high_percentile: float = 99.0
     thermal_smoothing: float = 0.9
+    #: ``ivif`` (thermal + camera frames) or ``medical`` (a functional or CT image first, the
+    #: MRI second; the functional image's colour map kept; :mod:`.medical`).
+    task: str = 'ivif'
 
 
 @dataclass
@@ -128,6 +131,8 @@ class FusionPipeline:
         self._last_work: tuple[int, int] | None = None
         cfg.homography = imaging.parse_homography(cfg.homography)
         self.config = cfg
+        if medical.check_task(cfg.task) == 'medical':
+            cfg.method_options = medical.method_options(cfg.method, cfg.method_options)
         self.gain = ThermalGain(low_percentile=cfg.thermal_low_percentile,
                                 high_percentile=cfg.thermal_high_percentile,
                                 smoothing=cfg.thermal_smoothing)
@@ -178,6 +183,10 @@ class FusionPipeline:
         work on it)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        pair = None
+        if self.config.task == 'medical':  # first: functional or CT image; second: the MRI
+            pair = medical.split_pair(thermal, visible, name=name)
+            thermal, visible = pair.first, pair.second
         if thermal.ndim != 2:
             raise ImageError(f'{name}: thermal frame must be 2-D, got shape {thermal.shape}')
         if visible.ndim >= 2:  # other shapes: align_pair says what is wrong
@@ -233,8 +242,8 @@ class FusionPipeline:
         if blend:
             tc = time.perf_counter()
             if compose_fast.available():  # the blend and the colour merge in one pass
-                fused, image = compose_fast.compose_frame(out.maps, ir, vis_y,
-                                                          visible if color else None)
+                fused, image = compose_fast.compose_frame(
+                    out.maps, ir, vis_y, visible if color and pair is None else None)
                 f1 = imaging.resize(out.f1, (w, h))  # F1 itself, scaled up
             else:
                 fused, f1 = compose(out.maps, ir, vis_y)
@@ -251,7 +260,8 @@ class FusionPipeline:
         del out, masks_w
         if image is None:
             tc = time.perf_counter()
-            image = _banded_merge(fused, visible if color else None)
+            image = _banded_merge(fused, visible if color else None) if pair is None else \
+                medical.restore_colour(fused, pair, self.config.output, self.config.homography)
             timings['merge'] = (time.perf_counter() - tc) * 1e3
         del vis_y
         if work != self._last_work:

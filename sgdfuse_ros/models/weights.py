@@ -15,6 +15,12 @@ STUDENT_WEIGHTS = WEIGHTS_DIR / 'refiner_student.pt'
 TEACHER_WEIGHTS = WEIGHTS_DIR / 'refiner_teacher.pt'
 #: Weights of the ablation variants (``sgdfuse ablate``).
 ABLATION_DIR = WEIGHTS_DIR / 'ablation'
+#: Weights for medical fusion (task ``medical``: MRI with PET, SPECT or CT), trained like the
+#: ones above on medical pairs.
+MEDICAL_DIR = WEIGHTS_DIR / 'medical'
+MEDICAL_STAGE1_WEIGHTS = MEDICAL_DIR / 'stage1_realtime.pt'
+MEDICAL_STUDENT_WEIGHTS = MEDICAL_DIR / 'refiner_student.pt'
+MEDICAL_TEACHER_WEIGHTS = MEDICAL_DIR / 'refiner_teacher.pt'
 
 #: Target -> the weights whose ONNX graph ships beside them (``<stem>.onnx`` and its sidecar
 #: ``<stem>.onnx.json``, :func:`sgdfuse_ros.runtime.export.shipped_graph_paths`): stage 1 and
@@ -26,3 +32,8 @@ SHIPPED_GRAPHS = {'stage1': STAGE1_WEIGHTS, 'refiner': STUDENT_WEIGHTS}
 #: others as ``<stem>_k<K>.onnx``, so that the node's ``refiner_steps`` can change at run time
 #: on the runtime install too (the student is distilled for 1 to 4 steps).
 SHIPPED_REFINER_STEPS = (1, 2, 3, 4)
+#: The medical weights' graphs, shipped the same way beside them (in ``weights/medical/``).
+MEDICAL_SHIPPED_GRAPHS = {'stage1': MEDICAL_STAGE1_WEIGHTS, 'refiner': MEDICAL_STUDENT_WEIGHTS}
+#: Every set of shipped graphs ``sgdfuse export --onnx --shipped`` writes: infrared-visible,
+#: and medical where its weights are installed.
+SHIPPED_GRAPH_SETS = (SHIPPED_GRAPHS, MEDICAL_SHIPPED_GRAPHS)

@@ -45,10 +45,14 @@ STAGES = ('thermal', 'color', 'resize', 'stage1', 'masks', 'refiner', 'compose',
 
 def add_arguments(p) -> None:
     """Arguments of ``sgdfuse bench``."""
-    p.add_argument('--size', default='640x480', help='frame size WxH (default 640x480)')
+    p.add_argument('--size', default=None,
+                   help='frame size WxH (default 640x480; 256x256 with --task medical)')
     p.add_argument('--work-size', default=None,
                    help='WxH the networks run at (default: the frame size); a smaller one '
                    "is blended at the frame's size (stage 'compose')")
+    p.add_argument('--task', choices=('ivif', 'medical'), default='ivif',
+                   help='ivif: the bundled thermal/camera samples (default); medical: the '
+                   'bundled MRI pairs, with the medical weights when installed')
     p.add_argument('--backend', default='onnxruntime',
                    help=f'inference backend: {", ".join(BACKEND_NAMES)} or auto '
                    '(default onnxruntime, the CPU default)')
@@ -97,17 +101,24 @@ def _resolve_method(name: str) -> str:
 
 
 def _method_options(method: str, *, backend: str, threads: int, tmp: str,
-                    weights: str | os.PathLike | None, refiner_weights, random_weights: bool
-                    ) -> tuple[dict[str, Any], str | None]:
+                    weights: str | os.PathLike | None, refiner_weights, random_weights: bool,
+                    task: str = 'ivif') -> tuple[dict[str, Any], str | None]:
     """The method's options (weights: given, shipped, or untrained ones written to ``tmp``
-    when ``random_weights``) and a note when untrained weights are timed."""
-    from sgdfuse_ros.models.weights import STAGE1_WEIGHTS, STUDENT_WEIGHTS
+    when ``random_weights``) and a note when untrained weights are timed. Task ``medical``
+    takes the medical weights where they are installed (``fusion.medical.method_options``)."""
+    from sgdfuse_ros.models import weights as shipped
     from .random_checkpoints import write_random_refiner, write_random_stage1
 
+    stage1_path, student_path = shipped.STAGE1_WEIGHTS, shipped.STUDENT_WEIGHTS
+    if task == 'medical' and shipped.MEDICAL_STAGE1_WEIGHTS.is_file():
+        stage1_path = shipped.MEDICAL_STAGE1_WEIGHTS
+    if task == 'medical' and shipped.MEDICAL_STUDENT_WEIGHTS.is_file():
+        student_path = shipped.MEDICAL_STUDENT_WEIGHTS
+
     weights_path, note = (Path(weights) if weights else None), None
-    if not weights and not STAGE1_WEIGHTS.is_file():
+    if not weights and not stage1_path.is_file():
         if not random_weights:
-            raise FileNotFoundError(f'no stage-1 weights at {STAGE1_WEIGHTS}; pass '
+            raise FileNotFoundError(f'no stage-1 weights at {stage1_path}; pass '
                                     '--weights, or --random to time an untrained network')
         weights_path = write_random_stage1(Path(tmp) / 'stage1_random.pt')
         note = 'untrained stage-1 weights'
@@ -117,9 +128,9 @@ def _method_options(method: str, *, backend: str, threads: int, tmp: str,
     if method == 'sgdfuse':
         if refiner_weights:
             opts['weights'] = str(refiner_weights)
-        elif not STUDENT_WEIGHTS.is_file():
+        elif not student_path.is_file():
             if not random_weights:
-                raise FileNotFoundError(f'no refiner weights at {STUDENT_WEIGHTS}; pass '
+                raise FileNotFoundError(f'no refiner weights at {student_path}; pass '
                                         '--refiner-weights, or --random')
             opts['weights'] = str(write_random_refiner(Path(tmp) / 'refiner_random.pt'))
             note = 'untrained weights' if note else 'untrained refiner weights'
@@ -157,6 +168,8 @@ def _masks_alone(provider, pairs, mask_frames: int, concurrent: bool
     count = max(mask_frames + 1, 2 if concurrent else len(pairs) + 1)
     for i in range(count):
         thermal, vis, name = pairs[i % len(pairs)]
+        if thermal.ndim == 3:  # task medical: a pseudo-colour PET/SPECT image, masked on luma
+            thermal = imaging.rgb_to_gray(thermal)
         ir = imaging.ThermalGain(smoothing=0.0)(thermal)
         tm = time.perf_counter()
         cached[name] = provider(ir, vis).as_tuple()
@@ -252,7 +265,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
               engines_dir: str | os.PathLike | None = None,
               method_options: dict[str, Any] | None = None,
               work_size: tuple[int, int] | None = None,
-              jpeg_quality: int | None = None) -> dict[str, Any]:
+              jpeg_quality: int | None = None, task: str = 'ivif') -> dict[str, Any]:
     """Run the benchmark; returns the result object (see the module docstring).
 
     ``mask_worker``: a mask provider run by a :class:`~sgdfuse_ros.masks.MaskWorker` thread at
@@ -267,7 +280,8 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
     ``backend``) runs the refiner's K-step sampler as one graph on that backend (``torch``: the
     method's own PyTorch sampler). Sets the process's runtime threads to ``threads``.
     ``jpeg_quality``: also time the JPEG of each fused frame (``jpeg_ms``), as the node's
-    ``publish_compressed`` makes it.
+    ``publish_compressed`` makes it. ``task``: ``ivif`` or ``medical`` (the bundled medical
+    pairs through a medical pipeline, with the medical weights where none are given).
     """
     from sgdfuse_ros.fusion.pipeline import FusionPipeline, PipelineConfig
 
@@ -283,7 +297,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         try:
             opts, note = _method_options(method, backend=backend, threads=threads, tmp=tmp,
                                          weights=weights, refiner_weights=refiner_weights,
-                                         random_weights=random_weights)
+                                         random_weights=random_weights, task=task)
             if engines_dir is not None:
                 opts['engines_dir'] = str(engines_dir)
             opts.update(method_options or {})
@@ -291,11 +305,11 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
             pipe = FusionPipeline(PipelineConfig(method=method, method_options=opts,
                                                  mask_provider=mask_provider,
                                                  mask_options=mask_options,
-                                                 work_size=work_size))
+                                                 work_size=work_size, task=task))
             refiner_detail = _place_refiner(pipe.method, refiner_backend or backend, threads,
                                             engines_dir)
             load_s = time.perf_counter() - t0
-            pairs = bench_frames(size)
+            pairs = bench_frames(size, task)
 
             concurrent = mask_worker not in (None, 'none')
             if mask_worker in ('auto', None, 'none'):
@@ -332,7 +346,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         'stage1_ms': med('stage1'), 'masks_ms': med('masks'), 'refiner_ms': med('refiner'),
         'total_ms': med('total'), 'fps': round(frames / loop.wall, 2),
         'peak_rss_mb': round(peak_rss_mb(), 1), 'backend': backend, 'size': f'{w}x{h}',
-        'method': method, 'frames': frames, 'threads': threads,
+        'method': method, 'frames': frames, 'threads': threads, 'task': task,
         'work_size': f'{pipe.working_size(size)[0]}x{pipe.working_size(size)[1]}',
         'resize_ms': med('resize'), 'compose_ms': med('compose'),
         'thermal_ms': med('thermal'), 'color_ms': med('color'), 'merge_ms': med('merge'),
@@ -360,7 +374,8 @@ def format_table(res: dict[str, Any]) -> str:
             ('blend at frame size', 'compose'), ('colour merge', 'merge'),
             ('per-frame total', 'total'), ('JPEG (compressed output)', 'jpeg')]
     p95 = res.get('p95_ms', {})
-    lines = [f'sgdfuse bench: {res["method"]} on {res["backend"]} at {res["size"]} '
+    task = '' if res.get('task', 'ivif') == 'ivif' else f' ({res["task"]})'
+    lines = [f'sgdfuse bench: {res["method"]}{task} on {res["backend"]} at {res["size"]} '
              f'(networks at {res.get("work_size", res["size"])}), '
              f'{res["frames"]} frames, {res["threads"]} threads, load average '
              f'{res["load_average"]}',
@@ -393,7 +408,7 @@ def format_table(res: dict[str, Any]) -> str:
 def run_bench_command(args) -> int:
     """``sgdfuse bench``."""
     try:
-        size = parse_size(args.size)
+        size = parse_size(args.size or ('256x256' if args.task == 'medical' else '640x480'))
         if args.variants:
             from .bench_variants import format_variants, run_variants
 
@@ -407,7 +422,7 @@ def run_bench_command(args) -> int:
                         mask_frames=args.mask_frames, mask_worker=args.mask_worker,
                         mask_rate_hz=args.mask_rate, mask_provider=args.mask_provider,
                         refiner_weights=args.refiner_weights,
-                        refiner_backend=args.refiner_backend,
+                        refiner_backend=args.refiner_backend, task=args.task,
                         mask_options={'checkpoint': str(args.mask_checkpoint)}
                         if args.mask_checkpoint else None,
                         work_size=parse_size(args.work_size) if args.work_size else None,

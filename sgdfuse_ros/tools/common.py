@@ -42,6 +42,15 @@ def given_options(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
     return opts
 
 
+def add_task_argument(p: argparse.ArgumentParser) -> None:
+    """``--task``: infrared-visible (``ivif``) or medical fusion
+    (:mod:`sgdfuse_ros.fusion.medical`)."""
+    p.add_argument('--task', choices=('ivif', 'medical'), default='ivif',
+                   help='ivif: a thermal and a camera frame (the default); medical: a PET, '
+                   'SPECT or CT image (--ir) with an MRI (--vis), the colour map of the first '
+                   'kept, with the medical weights when installed')
+
+
 def add_budget_arguments(p: argparse.ArgumentParser) -> None:
     """``--max-pixels`` and ``--oversize``: the pixel budget of the networks
     (:mod:`sgdfuse_ros.core.budget`)."""

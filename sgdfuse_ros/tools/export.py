@@ -25,8 +25,9 @@ from typing import Callable
 from sgdfuse_ros.core.hashing import sha256_file
 from sgdfuse_ros.core.imaging import parse_size
 from sgdfuse_ros.models.export_spec import Exportable, module_digest
-from sgdfuse_ros.models.weights import (SHIPPED_GRAPHS, SHIPPED_REFINER_STEPS, STAGE1_WEIGHTS,
-                                        STUDENT_WEIGHTS)
+from sgdfuse_ros.models.weights import (SHIPPED_GRAPH_SETS, SHIPPED_GRAPHS,
+                                        SHIPPED_REFINER_STEPS, STAGE1_WEIGHTS, STUDENT_WEIGHTS,
+                                        WEIGHTS_DIR)
 from sgdfuse_ros.runtime.base import default_engines_dir
 from sgdfuse_ros.runtime import export as export_files
 from sgdfuse_ros.runtime.export import ExportError, ExportResult, export_module
@@ -126,24 +127,35 @@ TARGETS: dict[str, Callable[[dict], list[Exportable]]] = {
 
 
 def export_shipped(out_dir: str | Path | None = None, *, log=print) -> list[ExportResult]:
-    """Export the shipped graphs (:data:`SHIPPED_GRAPHS`) from the shipped weights, each checked
-    against PyTorch on a real pair, into ``out_dir`` (default: beside the weights) as
-    ``<weights stem>.onnx`` + ``<weights stem>.onnx.json``; the sidecar names the weights by
-    file name and SHA-256, so the files are the same wherever the package is installed. The
-    refiner ships as its K-step sampler (the checkpoint's K), not its one-step graph, and at the
-    other step counts of :data:`SHIPPED_REFINER_STEPS` as ``<weights stem>_k<K>.onnx``."""
+    """Export the shipped graphs (:data:`SHIPPED_GRAPHS`, and the medical ones of
+    :data:`SHIPPED_GRAPH_SETS` where their weights are installed) from the shipped weights, each
+    checked against PyTorch on a real pair, into ``out_dir`` (default: beside the weights; the
+    medical ones in its ``medical/`` folder) as ``<weights stem>.onnx`` +
+    ``<weights stem>.onnx.json``; the sidecar names the weights by file name and SHA-256, so
+    the files are the same wherever the package is installed. The refiner ships as its K-step
+    sampler (the checkpoint's K), not its one-step graph, and at the other step counts of
+    :data:`SHIPPED_REFINER_STEPS` as ``<weights stem>_k<K>.onnx``."""
     require_torch('exporting the shipped ONNX graphs')
-    jobs = [(STAGE1_WEIGHTS, {'stage1_weights': SHIPPED_GRAPHS['stage1']}, 'stage1', None)]
-    weights = SHIPPED_GRAPHS['refiner']
-    own = TARGETS['refiner']({'refiner_weights': weights})[0]
-    jobs.append((weights, {}, own, None))
-    default_k = len(own.spec.meta['timesteps'])
-    jobs += [(weights, {'refiner_weights': weights, 'steps': k}, 'refiner', f'k{k}')
-             for k in SHIPPED_REFINER_STEPS if k != default_k]
+    sets = [SHIPPED_GRAPHS] + [g for g in SHIPPED_GRAPH_SETS if g is not SHIPPED_GRAPHS
+                               and all(Path(w).is_file() for w in g.values())]
+
+    def folder(weights: Path) -> Path:
+        return Path(out_dir) / weights.parent.relative_to(WEIGHTS_DIR) if out_dir \
+            else weights.parent
+
+    jobs = []
+    for graphs in sets:
+        jobs.append((graphs['stage1'], {'stage1_weights': graphs['stage1']}, 'stage1', None))
+        weights = graphs['refiner']
+        own = TARGETS['refiner']({'refiner_weights': weights})[0]
+        jobs.append((weights, {}, own, None))
+        default_k = len(own.spec.meta['timesteps'])
+        jobs += [(weights, {'refiner_weights': weights, 'steps': k}, 'refiner', f'k{k}')
+                 for k in SHIPPED_REFINER_STEPS if k != default_k]
     results = []
     for weights, options, target, variant in jobs:
         item = TARGETS[target](options)[0] if isinstance(target, str) else target
-        res = export_module(item.module, item.spec, Path(out_dir or weights.parent),
+        res = export_module(item.module, item.spec, folder(weights),
                             digest=item.digest, source=weights.name,
                             stem=weights.stem + (f'_{variant}' if variant else ''))
         for path in (res.path, res.sidecar):  # package files: readable by every user
@@ -151,13 +163,13 @@ def export_shipped(out_dir: str | Path | None = None, *, log=print) -> list[Expo
         log(res.summary())
         results.append(res)
     written = {r.path for r in results}
-    for weights in SHIPPED_GRAPHS.values():  # variants no longer made (another default K)
-        for path, sidecar in export_files.shipped_graphs(Path(out_dir or weights.parent) /
-                                                         weights.name):
-            if path.is_file() and path not in written:
-                path.unlink()
-                sidecar.unlink(missing_ok=True)
-                log(f'removed {path}: no longer a shipped graph')
+    for graphs in sets:  # variants no longer made (another default K)
+        for weights in graphs.values():
+            for path, sidecar in export_files.shipped_graphs(folder(weights) / weights.name):
+                if path.is_file() and path not in written:
+                    path.unlink()
+                    sidecar.unlink(missing_ok=True)
+                    log(f'removed {path}: no longer a shipped graph')
     return results
 
 

@@ -23,7 +23,8 @@ import sys
 
 from sgdfuse_ros.core import files, imaging
 from sgdfuse_ros.core.budget import DEFAULT_MAX_PIXELS, FrameTooLarge
-from .common import add_budget_arguments, err, given_options, progress, too_large
+from .common import (add_budget_arguments, add_task_argument, err, given_options, progress,
+                     too_large, warn)
 
 #: Frame rate assumed for ``--sequence`` without ``--rate`` (Hz).
 DEFAULT_RATE = 10.0
@@ -32,8 +33,11 @@ DEFAULT_MASK_RATE = 2.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--ir', required=True, type=Path, help='infrared image file or folder')
-    p.add_argument('--vis', required=True, type=Path, help='visible image file or folder')
+    p.add_argument('--ir', required=True, type=Path,
+                   help='infrared image file or folder (task medical: the PET, SPECT or CT)')
+    p.add_argument('--vis', required=True, type=Path,
+                   help='visible image file or folder (task medical: the MRI)')
+    add_task_argument(p)
     p.add_argument('--out', required=True, type=Path,
                    help='output file (pair mode) or folder (folder and sequence modes)')
     p.add_argument('--method', default='auto',
@@ -88,7 +92,8 @@ def build_pipeline(args: argparse.Namespace, *, video: bool = False):
                          mask_options=mask_options, homography=args.homography,
                          output='mono' if getattr(args, 'mono', False) else 'color',
                          max_pixels=getattr(args, 'max_pixels', DEFAULT_MAX_PIXELS),
-                         oversize=getattr(args, 'oversize', 'resize'))
+                         oversize=getattr(args, 'oversize', 'resize'),
+                         task=getattr(args, 'task', 'ivif'))
     if not video:
         cfg.thermal_smoothing = 0.0
     return FusionPipeline(cfg)
@@ -142,14 +147,26 @@ def _plan(args: argparse.Namespace
     return pairs, problems, {p.name: args.out / f'{p.name}.png' for p in pairs}, inputs
 
 
-def _read(pair: imaging.PairPaths):
-    """The pair's frames; an unreadable file is an ``ImageError`` naming it."""
+#: Task ``ivif`` with a colour first image: said once per run (a functional image?).
+_COLOUR_IR_HINT = ('the infrared image {path} has colour (a PET or SPECT image?): task ivif '
+                   'fuses its gray; --task medical keeps its colour map')
+
+
+def _read(pair: imaging.PairPaths, task: str = 'ivif', hinted: set | None = None):
+    """The pair's frames; an unreadable file is an ``ImageError`` naming it. Task ``medical``
+    keeps the colour of the first image (a pseudo-colour PET or SPECT image); task ``ivif``
+    converts it to gray, with a warning the first time (``hinted`` remembers it)."""
     frames = []
-    for path, gray in ((pair.ir, True), (pair.vis, None)):
+    for path in (pair.ir, pair.vis):
         try:
-            frames.append(imaging.read_image(path, gray=gray))
+            frames.append(imaging.read_image(path))
         except OSError as exc:
             raise imaging.ImageError(f'{path}: {exc.strerror or exc}') from None
+    if task != 'medical' and frames[0].ndim == 3:
+        if hinted is not None and 'colour_ir' not in hinted:
+            hinted.add('colour_ir')
+            warn(_COLOUR_IR_HINT.format(path=pair.ir))
+        frames[0] = imaging.rgb_to_gray(frames[0])
     return frames
 
 
@@ -195,10 +212,12 @@ def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPath
                 problems: list[str], outputs: dict[str, Path]) -> int:
     """Each pair on its own (still images)."""
     failures = list(problems)
+    hinted: set = set()
     for pair in progress(pairs, f'fuse ({pipeline.method_name})',
                          enabled=len(pairs) > 1 and not args.quiet):
         try:
-            result = pipeline.fuse(*_read(pair), name=str(pair.ir))
+            result = pipeline.fuse(*_read(pair, pipeline.config.task, hinted),
+                                   name=str(pair.ir))
         except (imaging.ImageError, ValueError) as exc:
             failures.append(too_large(exc) if isinstance(exc, FrameTooLarge) else str(exc))
             if len(pairs) == 1:
@@ -223,13 +242,15 @@ def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairP
     rate = args.rate if args.rate is not None else DEFAULT_RATE
     mask_rate = args.mask_rate if args.mask_rate is not None else DEFAULT_MASK_RATE
     failures = list(problems)
+    hinted: set = set()
     done = 0
     with FusionStream(pipeline, live=False, camera_rate=rate, mask_rate=mask_rate,
                       temporal=temporal) as stream:
         for pair in progress(pairs, f'fuse sequence ({pipeline.method_name})',
                              enabled=not args.quiet, unit='frame'):
             try:
-                result = stream.push(*_read(pair), name=str(pair.ir))
+                result = stream.push(*_read(pair, pipeline.config.task, hinted),
+                                     name=str(pair.ir))
             except (imaging.ImageError, ValueError) as exc:
                 failures.append(too_large(exc) if isinstance(exc, FrameTooLarge) else str(exc))
                 continue

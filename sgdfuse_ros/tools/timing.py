@@ -36,14 +36,23 @@ def load_average() -> float | None:
         return None
 
 
-def bench_frames(size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, str]]:
+def bench_frames(size: tuple[int, int], task: str = 'ivif'
+                 ) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """The bundled sample pairs at ``size`` (W, H): ``(mono16 thermal, uint8 RGB visible,
     name)``; the thermal frame is made 16-bit so the percentile gain runs as on a radiometric
-    camera."""
+    camera. Task ``medical``: the bundled medical pairs, ``(PET/SPECT/CT as read, gray MRI,
+    name)``."""
     import cv2
 
     from sgdfuse_ros.core import imaging
-    from sgdfuse_ros.core.paths import samples_dir
+    from sgdfuse_ros.core.paths import MEDICAL_SAMPLES, samples_dir
+
+    if task == 'medical':
+        return [(cv2.resize(imaging.read_image(p.ir), size, interpolation=cv2.INTER_AREA),
+                 imaging.resize(imaging.read_image(p.vis, gray=True), size),
+                 f'{d.name}/{p.name}')
+                for d in sorted(MEDICAL_SAMPLES.iterdir()) if imaging.pair_dirs(d)
+                for p in imaging.dataset_pairs(d)]
 
     frames = []
     for pair in imaging.dataset_pairs(samples_dir()):

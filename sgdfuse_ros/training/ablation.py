@@ -63,11 +63,16 @@ def add_arguments(p) -> None:
                      help='pair folder(s) in the training layout; with --split')
     src.add_argument('--split', default='validation', choices=('validation', 'train', 'all'),
                      help='which pairs of --data (default %(default)s)')
+    p.add_argument('--task', choices=('ivif', 'medical'), default='ivif',
+                   help='ivif (default) or medical: PET/SPECT/CT pairs with an MRI (--ir the '
+                   'functional or CT image, --vis the MRI; or --data medical sets), scored on '
+                   'their luma, with the medical weights as the defaults')
     p.add_argument('--weights', type=Path, help='refiner of the full method (default: the '
-                   'shipped student)')
-    p.add_argument('--stage1', type=Path, help='stage-1 weights (default: shipped)')
+                   'shipped student of the task)')
+    p.add_argument('--stage1', type=Path, help='stage-1 weights (default: shipped, per task)')
     p.add_argument('--ablation-dir', type=Path,
-                   help="variants' weights folder (default: the package's weights/ablation)")
+                   help="variants' weights folder (default: the package's weights/ablation, "
+                   'or weights/medical/ablation for task medical)')
     p.add_argument('--mask-provider', default='saliency',
                    help='mask provider (default %(default)s: the refiner is trained with it and '
                    'the node runs it)')
@@ -98,8 +103,20 @@ def _pairs(args) -> list[imaging.PairPaths]:
     return pairs
 
 
-def _read(pair: imaging.PairPaths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ir float [0, 1], visible as read (uint8 RGB or gray), visible luma float)``."""
+def _read(pair: imaging.PairPaths, task: str = 'ivif'
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ir float [0, 1], visible as read (uint8 RGB or gray), visible luma float)``; task
+    ``medical``: the functional or CT luma and the MRI, checked as the pipeline checks them."""
+    if task == 'medical':
+        from sgdfuse_ros.fusion.medical import split_pair
+
+        med = split_pair(imaging.read_image(pair.ir), imaging.read_image(pair.vis),
+                         name=str(pair.ir))
+        if med.first.shape != med.second.shape:
+            raise imaging.ImageError(f'{pair.ir}: size {med.first.shape} differs from the MRI '
+                                     f'{med.second.shape}')
+        vis = imaging.to_float(med.second)
+        return imaging.to_float(med.first), med.second, vis
     ir_img = imaging.read_image(pair.ir, gray=True)
     ir = imaging.ThermalGain(smoothing=0.0)(ir_img) if ir_img.dtype != np.uint8 \
         else imaging.to_float(ir_img)
@@ -121,18 +138,23 @@ def run_ablation(args, log=print) -> dict[str, Any]:
     from sgdfuse_ros.masks import build_provider
     from sgdfuse_ros.fusion.sgdfuse import RefinerRunner
     from sgdfuse_ros.fusion.stage1 import Stage1Method
-    from sgdfuse_ros.models.weights import ABLATION_DIR, STUDENT_WEIGHTS
+    from sgdfuse_ros.models import weights as shipped
+
+    medical = getattr(args, 'task', 'ivif') == 'medical'
+    default_stage1 = shipped.MEDICAL_STAGE1_WEIGHTS if medical else None
+    student_default = shipped.MEDICAL_STUDENT_WEIGHTS if medical else shipped.STUDENT_WEIGHTS
+    ablation_default = shipped.MEDICAL_DIR / 'ablation' if medical else shipped.ABLATION_DIR
 
     pairs = _pairs(args)
     if not pairs:
         raise ValueError('no pairs to evaluate')
     notes: list[str] = []
-    stage1 = Stage1Method(args.stage1)
-    full_path = args.weights or STUDENT_WEIGHTS
+    stage1 = Stage1Method(args.stage1 or default_stage1)
+    full_path = args.weights or student_default
     refiners: dict[str, tuple[RefinerRunner, str]] = {}
     full = RefinerRunner.load(full_path)
     refiners['full'] = (full, 'masks')
-    adir = Path(args.ablation_dir) if args.ablation_dir else ABLATION_DIR
+    adir = Path(args.ablation_dir) if args.ablation_dir else ablation_default
     for row, fname in VARIANT_FILES.items():
         path = adir / fname
         if path.is_file():
@@ -153,7 +175,7 @@ def run_ablation(args, log=print) -> dict[str, Any]:
         items = tqdm(pairs, desc='ablate', unit='pair', file=sys.stderr)
     t0 = time.perf_counter()
     for pair in items:
-        ir, vis_img, vis = _read(pair)
+        ir, vis_img, vis = _read(pair, getattr(args, 'task', 'ivif'))
         f1 = stage1.run(ir, vis)
         masks = np.stack(provider(ir, vis_img).as_tuple()).astype(np.float32)
         ir8, vis8 = imaging.to_uint8(ir), imaging.to_uint8(vis)

@@ -8,7 +8,10 @@ image is loaded once into memory (the collection is small): infrared as float32 
 
 The split is deterministic and depends only on the set's folder name and the sorted pair names:
 validation is every ``FMB`` pair and every 5th ``RoadScene`` pair (indices 0, 5, 10, ... in
-sorted order); everything else trains. :func:`split_pairs` is the one place that decides it.
+sorted order), every 5th pair of the medical sets ``MRI_SPECT`` and ``MRI_CT`` (a medical set:
+``SPECT/``, ``PET/`` or ``CT/`` beside ``MRI/``, see :func:`~sgdfuse_ros.core.imaging.pair_dirs`)
+and every ``MRI_PET`` pair (a test set); everything else trains. :func:`split_pairs` is the one
+place that decides it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from sgdfuse_ros.core import imaging
 VALIDATION_RULES = {
     'fmb': lambda i: True,
     'roadscene': lambda i: i % 5 == 0,
+    'mri_spect': lambda i: i % 5 == 0,
+    'mri_ct': lambda i: i % 5 == 0,
+    'mri_pet': lambda i: True,
 }
 
 
@@ -42,10 +48,10 @@ def expand_data_dirs(dirs: list[str | os.PathLike]) -> list[Path]:
     """Each folder with ``ir/`` as itself; a folder of such folders as its sub-folders."""
     out: list[Path] = []
     for d in map(Path, dirs):
-        if (d / 'ir').is_dir():
+        if imaging.pair_dirs(d):
             out.append(d)
         elif d.is_dir():
-            subs = sorted(p for p in d.iterdir() if (p / 'ir').is_dir())
+            subs = sorted(p for p in d.iterdir() if imaging.pair_dirs(p))
             if not subs:
                 raise FileNotFoundError(f'{d}: no ir/ and vi/ folders in it or its sub-folders')
             out.extend(subs)
