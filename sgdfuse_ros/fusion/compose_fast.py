@@ -85,6 +85,11 @@ def _buffers(shape: tuple[int, int]) -> list[np.ndarray]:
     return held
 
 
+def release_scratch() -> None:
+    """Let go of this thread's scratch arrays (a stream of large frames ended)."""
+    _scratch.arrays = None
+
+
 def folded_terms(maps: BlendMaps) -> np.ndarray:
     """Both networks' maps as six coefficients at the working size, of ``IR, VIS, 1,
     max(IR, VIS), HP(IR), HP(VIS)``: the refiner's (up-sampled to the working size) times

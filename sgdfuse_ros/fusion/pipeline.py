@@ -266,6 +266,7 @@ class FusionPipeline:
         del vis_y
         if work != self._last_work:
             if self._last_work is not None:  # frame size changed: hand freed memory back
+                compose_fast.release_scratch()
                 release_heap()
             self._last_work = work
         timings['total'] = (time.perf_counter() - t0) * 1e3
