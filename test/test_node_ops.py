@@ -266,6 +266,38 @@ def test_radiometric_thermal_with_dead_pixels(context, pair):
         h.close()
 
 
+def test_one_corrupt_radiometric_frame_does_not_drag_the_gain(context, pair):
+    """A 32FC1 stream with one frame of random float32 bytes in it: that frame is counted on
+    /diagnostics as held, and the frames after it fuse as before it (a plain moving average of
+    the gain took hundreds of frames to come back)."""
+    ir, vi = pair
+    kelvin = ir.astype(np.float32) * 0.2 + 280.0
+    rng = np.random.default_rng(5)
+    junk = rng.integers(0, 256, kelvin.nbytes, np.uint8).view(np.float32).reshape(kelvin.shape)
+    thermal = image_msg(kelvin, '32FC1', 'thermal_cam')
+    corrupt = image_msg(junk, '32FC1', 'thermal_cam')
+    rgb = image_msg(vi, 'rgb8', 'rgb_cam')
+    h = Harness(context, {'method': 'max', 'max_latency': 0.0, 'diagnostics_period': 0.25})
+    try:
+        h.stream(thermal, rgb, 1.0)
+        assert h.settled() and h.fused, h.node.counters()
+        before = convert.image_to_numpy(h.fused[-1][1]).astype(np.float32)
+        published = h.node.counters()['published']
+        h.publish(corrupt, rgb, h.stamp())
+        assert h.wait_for(lambda: h.node.counters()['published'] > published, 3.0)
+        assert h.node.counters()['thermal_gain_held'] == 1
+        h.fused.clear()
+        h.stream(thermal, rgb, 10 / 15)  # 10 frames
+        assert h.settled() and h.fused, h.node.counters()
+        after = convert.image_to_numpy(h.fused[-1][1]).astype(np.float32)
+        assert np.abs(after - before).mean() <= 2.0
+        assert h.wait_for(lambda: any(
+            kv.key == 'thermal_gain_held_frames' and kv.value == '1'
+            for s in h.diagnostics for kv in s.values), 2.0)
+    finally:
+        h.close()
+
+
 # --------------------------------------------------------------------------------------------
 # Run-time parameters, through the parameter service
 # --------------------------------------------------------------------------------------------

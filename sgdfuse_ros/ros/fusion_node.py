@@ -439,6 +439,7 @@ class NodeFusion:
     def counters(self) -> dict[str, Any]:
         """A snapshot of the node's counters (also what diagnostics report)."""
         sync = self.sync.stats() if self.sync is not None else None
+        pipeline = self.pipeline
         with self._lock:
             dropped = {r: self._dropped.get(r, 0) for r in diagnostics.PAIR_DROP_REASONS}
             dropped['stale'] = self._stale_before + self._slot.replaced
@@ -450,6 +451,7 @@ class NodeFusion:
                 'dropped': dropped,
                 'thermal_nonfinite_pixels': self._nonfinite_pixels,
                 'thermal_nonfinite_frames': self._nonfinite_frames,
+                'thermal_gain_held': pipeline.gain.held if pipeline is not None else 0,
                 'sync_dropped': {r: list(v) for r, v in sync.dropped.items()} if sync else {},
                 'errors': dict(self._errors),
                 'last_error': self._last_error,
