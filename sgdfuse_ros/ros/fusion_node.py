@@ -275,6 +275,7 @@ class NodeFusion:
     def shutdown(self) -> None:
         """From any state: stop everything and free the models (harmless twice)."""
         self.stop_worker()
+        self.parameters.close()  # a refiner build under way: finished, then discarded
         self.cleanup()
 
     # ---- frames -----------------------------------------------------------------------------
