@@ -156,6 +156,7 @@ class RefinerRunner:
         self.device = str(device)
         self.path: Path | None = Path(path) if path is not None else None
         self.backend = None  # a runtime backend once use_backend() picked one
+        self.graph = 'float'  # the kind of graph the backend runs (runtime.quantize)
         self.multiple: int | None = None  # the side multiple of the graph the backend runs
         self._diffusion = None
         self.steps = self.t_start = None
@@ -235,6 +236,7 @@ class RefinerRunner:
             self._load()
             self.backend, self.multiple = None, None
             return None
+        self.graph = graph
         if self.path is None:  # in-memory weights: the module is in hand
             self.backend = refiner_backend(backend, self._model, self._meta, steps=steps,
                                            device=device, threads=threads, **options)
@@ -260,7 +262,8 @@ class RefinerRunner:
     def backend_report(self) -> str:
         """One line on the backend that runs the refiner (with a fallback's reason)."""
         if self.backend is not None:
-            return self.backend.report()
+            return self.backend.report() + ('' if self.graph == 'float' else
+                                            f'; {self.graph} graph')
         import torch
 
         from sgdfuse_ros.runtime.torch_backend import torch_summary

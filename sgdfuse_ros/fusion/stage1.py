@@ -154,7 +154,8 @@ class Stage1Method:
     def backend_report(self) -> dict[str, str]:
         """``{'stage1': the backend that runs the network}`` (with a fallback's reason)."""
         if self.backend is not None:
-            return {'stage1': self.backend.report()}
+            graph = '' if self.graph == 'float' else f'; {self.graph} graph'
+            return {'stage1': self.backend.report() + graph}
         import torch
 
         from sgdfuse_ros.runtime.torch_backend import torch_summary

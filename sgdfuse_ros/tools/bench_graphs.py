@@ -68,6 +68,6 @@ def format_graphs(res: dict[str, Any]) -> str:
     row('CPU ms per frame', res['float']['cpu_ms_per_frame'],
         res['int8']['cpu_ms_per_frame'], '{:9.0f}')
     for graph in GRAPHS:
-        loads = '; '.join(str(x) for x in res[graph]['load_average'])
+        loads = '; '.join('-' if x is None else f'{x:.2f}' for x in res[graph]['load_average'])
         lines.append(f'  load average, {graph} runs: {loads}')
     return '\n'.join(lines)
