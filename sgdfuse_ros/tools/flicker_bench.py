@@ -165,6 +165,8 @@ def run(args) -> dict[str, Any]:
                 options['steps'] = args.steps
         if name in ('stage1', 'sgdfuse'):
             options['backend'] = args.backend
+            if args.graph != 'float':
+                options['graph'] = args.graph
         pipeline = FusionPipeline(method=name, method_options=options,
                                   mask_provider=args.mask_provider)
         modes = [mode or 'carry'] if pipeline.method.uses_masks else ['']
@@ -197,7 +199,7 @@ def run(args) -> dict[str, Any]:
                          'frames': args.frames, 'static_frames': args.static_frames,
                          'sigma': args.sigma, 'margin': args.margin,
                          'refresh_every': refresh_every, 'mask_provider': args.mask_provider,
-                         'backend': args.backend},
+                         'backend': args.backend, 'graph': args.graph},
             'machine': {'cpus': os.cpu_count(), 'load': round(os.getloadavg()[0], 2),
                         'python': platform.python_version()}}
 
@@ -250,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--backend', default='auto', help='network backend (default %(default)s)')
     p.add_argument('--weights', type=Path, help='refiner weights of sgdfuse (default: shipped)')
     p.add_argument('--steps', type=int, help="refiner steps (default: the checkpoint's)")
+    p.add_argument('--graph', default='float', choices=('float', 'int8'),
+                   help='graphs of the networks on onnxruntime (default %(default)s)')
     p.add_argument('--seed', type=int, default=0, help='noise seed (default %(default)s)')
     p.add_argument('--json', type=Path, help='also write the full result (per frame) here')
     return p
