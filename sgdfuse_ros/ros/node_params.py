@@ -48,7 +48,7 @@ class NodeParameters:
         self._closing = False
         self.node.add_on_set_parameters_callback(self.on_set)
 
-    def close(self, timeout: float = 120.0) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         """Stop rebuilding: a build under way finishes (it cannot be cut short) and is
         discarded; waits for it up to ``timeout`` s. A process must not exit while the builder
         thread is inside PyTorch or ONNX Runtime: that aborts it. Rebuilds may be asked for

@@ -224,7 +224,7 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
              burst: tuple[tuple[int, int], float] | None = None, node_nice: int = 0,
              log=print) -> dict:
     """Run the soak (see the module docstring); returns the figures."""
-    from sgdfuse_ros.ros.graph import ros_env_defaults
+    from sgdfuse_ros.ros.graph import join_spinner, ros_env_defaults, spin
 
     _check_busy(busy)
     ros_env_defaults()
@@ -269,7 +269,7 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
                      node_name)
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(driver.node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
     busy_procs: list[subprocess.Popen] = []
     samples: list[tuple[float, float | None, float | None]] = []  # (t, rss MiB, load)
@@ -315,7 +315,7 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
         except subprocess.TimeoutExpired:
             node.kill()
             node.wait()
-        executor.shutdown(timeout_sec=5)
+        join_spinner(executor, spinner, 5.0)  # no rclpy thread left at exit (it aborts)
         driver.node.destroy_node()
         rclpy.try_shutdown(context=ctx)
     node_log = err_path.read_text()
