@@ -106,3 +106,35 @@ def test_bench_shows_both_graphs_side_by_side():
     for label in ('stage 1', 'refiner', 'per-frame total', 'end-to-end fps'):
         line = next(x for x in text.splitlines() if x.strip().startswith(label))
         assert len(line.split()) >= len(label.split()) + 2
+
+
+def test_the_int8_graphs_are_what_the_command_makes(tmp_path, ivif):
+    """Quantizing the shipped float graphs again, on the pairs named in the sidecars, gives the
+    shipped INT8 graphs byte for byte (runs where those calibration pairs are present)."""
+    from sgdfuse_ros.tools.quantize import PAIRS_PER_SET, quantize_shipped, split_of
+
+    note = export.read_onnx_sidecar(_int8('stage1')[1])['quantization']['calibration']
+    if [f'{p.set}/{p.name}' for p in split_of(ivif, 'train', PAIRS_PER_SET)] != note['pairs']:
+        pytest.skip(f'{ivif} is not the collection the graphs were calibrated on '
+                    f'({note["data"]})')
+    for weights in SHIPPED_GRAPHS.values():
+        graph, sidecar = export.shipped_graph_paths(weights)
+        (tmp_path / graph.name).write_bytes(graph.read_bytes())
+        (tmp_path / sidecar.name).write_bytes(sidecar.read_bytes())
+    written = quantize_shipped(ivif, tmp_path, log=lambda line: None)
+    assert sorted(p.name for p in written) == sorted(_int8(t)[0].name for t in SHIPPED_GRAPHS)
+    for target in SHIPPED_GRAPHS:
+        shipped, shipped_sidecar = _int8(target)
+        fresh = tmp_path / shipped.name
+        assert sha256_file(fresh) == sha256_file(shipped), (
+            f'{shipped} is not what `sgdfuse export --onnx --shipped --quantize int8` makes')
+        q = export.read_onnx_sidecar(tmp_path / shipped_sidecar.name)['quantization']
+        assert q['calibration']['pairs'] == note['pairs']
+
+
+def test_quantize_asks_for_shipped_in_one_line(capsys):
+    from sgdfuse_ros.tools.cli import main
+
+    assert main(['export', '--onnx', '--quantize', 'int8']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and '--shipped' in err[0]

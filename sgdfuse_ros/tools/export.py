@@ -10,7 +10,7 @@ into the engines folder of a machine without PyTorch, they are what runs there.
 ``--shipped`` writes the graphs that ship with the package beside the shipped weights
 (:data:`sgdfuse_ros.models.weights.SHIPPED_GRAPHS`: stage 1 and the student's K-step sampler,
 ``<weights stem>.onnx`` + ``<weights stem>.onnx.json``), which the runtime install (no PyTorch)
-runs. Run it whenever those weights change::
+runs. Run it whenever those weights change (then ``--quantize int8``, below)::
 
     sgdfuse export --onnx --shipped            # into sgdfuse_ros/weights/
     sgdfuse export --onnx --shipped --out DIR  # the same files elsewhere (the tests compare)
