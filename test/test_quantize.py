@@ -138,3 +138,25 @@ def test_quantize_asks_for_shipped_in_one_line(capsys):
     assert main(['export', '--onnx', '--quantize', 'int8']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and '--shipped' in err[0]
+
+
+def test_the_int8_graphs_run_without_torch_or_onnx(tmp_path):
+    """The runtime install (onnxruntime, no torch, no onnx) runs the method on its INT8 graphs."""
+    from test_runtime_install import run_without_torch
+
+    out = run_without_torch("""
+        import numpy as np
+        from sgdfuse_ros.fusion.methods import build_method
+
+        rng = np.random.default_rng(0)
+        ir, vis = (rng.random((96, 128), dtype=np.float32) for _ in range(2))
+        method = build_method('sgdfuse', graph='int8')
+        fused = method(ir, vis, (np.zeros_like(ir), np.ones_like(ir))).fused
+        RESULT = {'report': method.backend_report(), 'finite': bool(np.isfinite(fused).all()),
+                  'paths': [str(method.stage1.backend.path), str(method.refiner.backend.path)]}
+    """, tmp_path)
+    assert out['heavy'] == [] and out['finite']
+    assert all(r.startswith('onnxruntime') and r.endswith('int8 graph')
+               for r in out['report'].values())
+    assert [Path(p).name for p in out['paths']] == [_int8('stage1')[0].name,
+                                                   _int8('refiner')[0].name]
