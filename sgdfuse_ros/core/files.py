@@ -5,6 +5,8 @@
   there has (``a.png`` beside the input ``a.jpg`` would be read as that input next time).
 * An existing file is replaced only when the user asks (``--overwrite``). Every name is
   checked before the first is written, so a refusal leaves the folder as it was.
+* Images are written atomically (a temporary name, then a rename): a full disk or an
+  interruption leaves no truncated file behind.
 * A file-system problem is a :class:`PathError`: one line naming the path and the problem
   (``/proc/o.png: cannot write there (No such file or directory)``), never a traceback.
 """
@@ -129,11 +131,20 @@ def writable_folder(folder: Path, target: Path | None = None) -> None:
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
-    """:func:`imaging.write_image` with a file-system failure as a :class:`PathError`."""
+    """Write an image atomically (:func:`atomic_write_bytes`: a full disk or an interruption
+    leaves the old file or none, never a truncated one), with the permissions a new file gets
+    (umask); a file-system failure is a :class:`PathError`."""
+    data = imaging.encode_image(path, img)
     try:
-        imaging.write_image(path, img)
+        atomic_write_bytes(path, data, mode=_new_file_mode())
     except OSError as exc:
         raise os_problem(path, exc, 'cannot write') from None
+
+
+def _new_file_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None

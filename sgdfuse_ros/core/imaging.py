@@ -71,15 +71,22 @@ def is_gray_rgb(img: np.ndarray, tol: int = 2) -> bool:
     return bool(np.abs(a - img[:, :, 1]).max() <= tol and np.abs(a - img[:, :, 2]).max() <= tol)
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Write ``uint8``/``uint16`` gray or RGB; creates the parent folder."""
+def encode_image(path: str | os.PathLike, img: np.ndarray) -> bytes:
+    """``uint8``/``uint16`` gray or RGB encoded in the format of ``path``'s suffix (PNG when
+    it has none)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = img[:, :, ::-1] if img.ndim == 3 else img
     ok, buf = cv2.imencode(path.suffix or '.png', np.ascontiguousarray(out))
     if not ok:
         raise ImageError(f'{path}: cannot encode image')
-    buf.tofile(str(path))
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Write ``uint8``/``uint16`` gray or RGB; creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(encode_image(path, img))
 
 
 def list_images(folder: str | os.PathLike) -> dict[str, Path]:

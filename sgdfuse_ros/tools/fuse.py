@@ -12,7 +12,10 @@ Safe with the user's memory and files: the networks run on at most ``--max-pixel
 (default 1920x1080; larger frames are fused at a reduced working size and written at their
 own size, or refused with ``--oversize refuse``); an output never replaces an input, an
 existing file is replaced only with ``--overwrite`` (every name is checked before the first is
-written), and a path that cannot be used is one error line (exit status 2).
+written), and a path that cannot be used is one error line (exit status 2). Each image is
+written atomically. A folder run stopped by Ctrl-C or SIGTERM says so (exit status 130) and
+leaves :data:`PARTIAL_LIST` in the output folder, the outputs it wrote: the same command run
+again replaces those (they are its own) without ``--overwrite`` and finishes the folder.
 """
 
 from __future__ import annotations
@@ -29,13 +32,18 @@ from .common import add_budget_arguments, err, given_options, progress, too_larg
 DEFAULT_RATE = 10.0
 #: Mask refreshes per second of ``--sequence`` without ``--mask-rate`` (the node's default).
 DEFAULT_MASK_RATE = 2.0
+#: In the output folder while a folder run writes it: the names of the outputs written so
+#: far, one a line; removed when the run ends. A re-run may replace the files it names.
+PARTIAL_LIST = '.sgdfuse_fuse_partial'
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--ir', required=True, type=Path, help='infrared image file or folder')
-    p.add_argument('--vis', required=True, type=Path, help='visible image file or folder')
-    p.add_argument('--out', required=True, type=Path,
-                   help='output file (pair mode) or folder (folder and sequence modes)')
+    # required unless --list-methods: checked by run()
+    p.add_argument('--ir', type=Path, help='infrared image file or folder (required)')
+    p.add_argument('--vis', type=Path, help='visible image file or folder (required)')
+    p.add_argument('--out', type=Path,
+                   help='output file (pair mode) or folder (folder and sequence modes) '
+                   '(required)')
     p.add_argument('--method', default='auto',
                    help='fusion method: auto (best available), or a name from --list-methods')
     p.add_argument('--weights', type=Path, help='weights file for a network method')
@@ -148,6 +156,10 @@ def _read(pair: imaging.PairPaths):
 def run(args: argparse.Namespace) -> int:
     if args.list_methods:
         return _list_methods()
+    missing = [f'--{k}' for k in ('ir', 'vis', 'out') if getattr(args, k) is None]
+    if missing:
+        err(f'the following arguments are required: {", ".join(missing)}')
+        return 2
     problem = _check_sequence_args(args)
     if problem:
         err(problem)
@@ -163,11 +175,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         pairs, problems, outputs, inputs = _plan(args)
-        files.check_outputs(outputs.values(), inputs, overwrite=args.overwrite)
+        own = _own_partial(args.out) if args.ir.is_dir() else set()
+        if own:  # an interrupted run's outputs: replaced, but never an input
+            files.check_outputs(outputs.values(), inputs, overwrite=True)
+        files.check_outputs([o for o in outputs.values() if o.name not in own], inputs,
+                            overwrite=args.overwrite)
         if args.ir.is_dir():
             files.writable_folder(args.out)
         else:
             files.writable_folder(args.out.parent, target=args.out)
+        written = _Written(args.out if args.ir.is_dir() else None, own)
     except (files.PathError, imaging.ImageError, OSError) as exc:
         if isinstance(exc, OSError):  # e.g. a folder that cannot be listed
             exc = files.os_problem(exc.filename or args.out, exc)
@@ -175,16 +192,60 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if getattr(args, 'sequence', False):
-            return _fuse_sequence(args, pipeline, sorted(pairs, key=lambda p: p.name),
-                                  problems, outputs)
-        return _fuse_pairs(args, pipeline, pairs, problems, outputs)
+            code = _fuse_sequence(args, pipeline, sorted(pairs, key=lambda p: p.name),
+                                  problems, outputs, written)
+        else:
+            code = _fuse_pairs(args, pipeline, pairs, problems, outputs, written)
     except files.PathError as exc:  # an output could not be written: the next would not either
         err(str(exc))
         return 2
+    except KeyboardInterrupt:
+        err(f'interrupted after {len(written.names)} of {len(outputs)} output(s); the same '
+            'command run again finishes (it replaces what this run wrote)'
+            if written.path else 'interrupted; nothing written')
+        return 130
+    written.done()
+    return code
+
+
+def _own_partial(folder: Path) -> set[str]:
+    """The outputs an interrupted run wrote into ``folder`` (its :data:`PARTIAL_LIST`)."""
+    try:
+        text = (folder / PARTIAL_LIST).read_text()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {line for line in text.splitlines() if line and '/' not in line}
+
+
+class _Written:
+    """The outputs a run wrote. A folder run keeps their names in :data:`PARTIAL_LIST` (each
+    name before its file) until :meth:`done`; ``folder`` None: a pair run (one atomic file)."""
+
+    def __init__(self, folder: Path | None, own: set[str]):
+        self.path = folder / PARTIAL_LIST if folder is not None else None
+        self.names: set[str] = set()
+        self._own = set(own)
+        if self.path is not None:
+            files.atomic_write_bytes(self.path, ''.join(f'{n}\n' for n in sorted(own)).encode(),
+                                     mode=0o644)
+
+    def write(self, path: Path, img) -> None:
+        if self.path is not None and path.name not in self._own | self.names:
+            try:
+                with open(self.path, 'a') as f:
+                    f.write(path.name + '\n')
+            except OSError as exc:
+                raise files.os_problem(self.path, exc, 'cannot write') from None
+        self.names.add(path.name)
+        files.write_image(path, img)
+
+    def done(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPaths],
-                problems: list[str], outputs: dict[str, Path]) -> int:
+                problems: list[str], outputs: dict[str, Path], written: _Written) -> int:
     """Each pair on its own (still images)."""
     failures = list(problems)
     for pair in progress(pairs, f'fuse ({pipeline.method_name})',
@@ -197,7 +258,7 @@ def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPath
                 err(failures[-1])
                 return 1
             continue
-        files.write_image(outputs[pair.name], result.image)
+        written.write(outputs[pair.name], result.image)
     done = len(pairs) - (len(failures) - len(problems))
     if len(pairs) > 1 or failures:
         print(f'fused {done} pair(s) with {pipeline.method_name} into {args.out}')
@@ -205,7 +266,7 @@ def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPath
 
 
 def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPaths],
-                   problems: list[str], outputs: dict[str, Path]) -> int:
+                   problems: list[str], outputs: dict[str, Path], written: _Written) -> int:
     """Fuse the frames in order through an offline :class:`FusionStream`."""
     from sgdfuse_ros.fusion.stream import FusionStream
 
@@ -221,7 +282,7 @@ def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairP
             except (imaging.ImageError, ValueError) as exc:
                 failures.append(too_large(exc) if isinstance(exc, FrameTooLarge) else str(exc))
                 continue
-            files.write_image(outputs[pair.name], result.image)
+            written.write(outputs[pair.name], result.image)
             done += 1
         stats = stream.mask_stats()
     line = (f'fused {done} frame(s) of a {rate:g} Hz sequence with {pipeline.method_name} '

@@ -1,0 +1,111 @@
+"""Commands stopped by Ctrl-C or SIGTERM, and outputs that a failed write must not leave
+half-written: every command exits with a message and no traceback, and the same command run
+again finishes the job."""
+
+import os
+from pathlib import Path
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sgdfuse_ros.core import imaging
+from sgdfuse_ros.tools.cli import main
+from sgdfuse_ros.tools.fuse import PARTIAL_LIST
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env():
+    return {**os.environ, 'PYTHONPATH': str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', '')}
+
+
+def _folders(ivif, root: Path, n: int) -> tuple[Path, Path]:
+    """``n`` pairs (copies of one real pair) in ``root/ir`` and ``root/vi``."""
+    ir, vi = root / 'ir', root / 'vi'
+    ir.mkdir(parents=True)
+    vi.mkdir()
+    src = ivif / 'RoadScene'
+    for i in range(n):
+        shutil.copy(src / 'ir' / 'FLIR_00211.jpg', ir / f'p{i:04d}.jpg')
+        shutil.copy(src / 'vi' / 'FLIR_00211.jpg', vi / f'p{i:04d}.jpg')
+    return ir, vi
+
+
+def test_list_methods_needs_no_inputs(capsys):
+    assert main(['fuse', '--list-methods']) == 0
+    assert 'mean' in capsys.readouterr().out
+    assert main(['fuse', '--ir', 'x.png']) == 2
+    assert 'required: --vis, --out' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_interrupted_folder_fuse_says_so_and_the_same_command_finishes(ivif, tmp_path, sig):
+    """``sgdfuse fuse`` on a folder, stopped mid-way: exit 130, one line, no traceback; the
+    outputs it wrote do not block the same command, which then fuses every pair (and a third
+    run, with nothing of its own left, refuses to replace them without --overwrite)."""
+    ir, vi = _folders(ivif, tmp_path, 400)
+    out = tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'sgdfuse_ros.tools.cli', 'fuse', '--ir', str(ir), '--vis',
+           str(vi), '--out', str(out), '--method', 'mean', '--quiet']
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(out.glob('*.png'))) < 3:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert 'Traceback' not in err and 'interrupted after' in err, err
+    written = list(out.glob('*.png'))
+    assert 0 < len(written) < 400, 'not interrupted mid-way'
+    assert (out / PARTIAL_LIST).is_file()
+    assert not list(out.glob('.*.tmp'))
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert len(list(out.glob('*.png'))) == 400 and not (out / PARTIAL_LIST).exists()
+    size = imaging.read_image(ir / 'p0000.jpg').shape[:2]
+    for path in written:
+        assert imaging.read_image(path).shape[:2] == size
+    third = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert third.returncode == 2 and 'exists already' in third.stderr
+
+
+def _limit_file_size(limit: int):
+    def preexec():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+@pytest.mark.parametrize('folder', [False, True], ids=['pair', 'folder'])
+def test_a_failed_write_leaves_no_truncated_image(ivif, tmp_path, folder):
+    """A write that fails half-way (the file-size limit stands in for a full disk): one
+    error line, exit 2, and no truncated image under the output's name, so the same command
+    run again with room to write succeeds without --overwrite."""
+    if folder:
+        ir, vi = _folders(ivif, tmp_path, 3)
+        out = tmp_path / 'out'
+    else:
+        ir = ivif / 'RoadScene' / 'ir' / 'FLIR_00211.jpg'
+        vi = ivif / 'RoadScene' / 'vi' / 'FLIR_00211.jpg'
+        out = tmp_path / 'fused.png'
+    cmd = [sys.executable, '-m', 'sgdfuse_ros.tools.cli', 'fuse', '--ir', str(ir), '--vis',
+           str(vi), '--out', str(out), '--method', 'mean', '--quiet']
+    full = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limit_file_size(20_000))
+    assert full.returncode == 2, full.stderr
+    assert full.stderr.count('\n') == 1 and 'Traceback' not in full.stderr, full.stderr
+    assert 'cannot write' in full.stderr, full.stderr
+    pngs = list(out.glob('*.png')) if folder else [out] if out.exists() else []
+    assert pngs == [], 'a truncated image was left'
+    assert not list((out if folder else tmp_path).glob('.*.tmp'))
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    for path in (out.glob('*.png') if folder else [out]):
+        assert imaging.read_image(path).ndim == 3
