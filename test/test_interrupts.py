@@ -109,3 +109,62 @@ def test_a_failed_write_leaves_no_truncated_image(ivif, tmp_path, folder):
     assert again.returncode == 0, again.stderr
     for path in (out.glob('*.png') if folder else [out]):
         assert imaging.read_image(path).ndim == 3
+
+
+def _stop_when(proc, ready, sig, timeout: float = 120.0, after: float = 0.5):
+    """Send ``sig`` to ``proc`` once ``ready()`` holds (then ``after`` s more); its stderr."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(after)
+    assert proc.poll() is None, 'finished before the signal: make the input longer'
+    proc.send_signal(sig)
+    return proc.communicate(timeout=120)[1]
+
+
+@pytest.fixture(scope='module')
+def long_bag(tmp_path_factory):
+    from sgdfuse_ros.ros.sample_bag import make_sample_bag
+
+    root = tmp_path_factory.mktemp('bags')
+    make_sample_bag(root / 'in', frames=300, progress=False)
+    for name in ('a', 'b'):
+        make_sample_bag(root / 'many' / name, frames=200, visible_size=(320, 240),
+                        seed=ord(name), progress=False)
+    return root
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_interrupted_bag_fuse_leaves_nothing_that_blocks_the_rerun(long_bag, tmp_path, sig):
+    out = tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'sgdfuse_ros.tools.cli', 'bag', 'fuse', str(long_bag / 'in'),
+           str(out), '--method', 'laplacian', '--quiet']
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    err = _stop_when(proc, lambda: any(out.glob('*.mcap')), sig)
+    assert proc.returncode == 130 and 'interrupted' in err and 'Traceback' not in err, err
+    assert not out.exists(), 'a partial bag was left'
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+
+
+def test_fuse_many_on_sigterm_is_interrupted_and_resumes(long_bag, tmp_path):
+    """``bag fuse-many`` (on a local Ray instance) stopped by SIGTERM, as by Ctrl-C: exit 130
+    with its "interrupted ... resume" line, no stack dump; the same command then finishes."""
+    from sgdfuse_ros import fleet
+
+    if not fleet.ray_available():
+        pytest.skip('needs Ray: pip install -e ".[cluster]"')
+    out = tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'sgdfuse_ros.tools.cli', 'bag', 'fuse-many',
+           str(long_bag / 'many'), '--out', str(out), '--method', 'laplacian', '--quiet',
+           '--chunk', '5']
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    err = _stop_when(proc, lambda: out.is_dir() and any(out.iterdir()), signal.SIGTERM,
+                     after=3.0)
+    assert proc.returncode == 130, err
+    assert 'interrupted' in err and 'resume' in err and 'Traceback' not in err, err
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr

@@ -40,13 +40,18 @@ def sigterm_as_interrupt():
 @contextmanager
 def keep_sigterm():
     """Whatever the block installs for SIGTERM is undone when it ends (a no-op outside the
-    main thread)."""
+    main thread). Under :func:`sigterm_as_interrupt`, a block whose own handler turned SIGTERM
+    into ``sys.exit(15)`` (Ray's does) raises ``KeyboardInterrupt`` instead."""
     if not _main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
     try:
         yield
+    except SystemExit as exc:  # SIGTERM met the block's own handler (``sys.exit(15)``)
+        if exc.code == signal.SIGTERM and previous is _interrupt:
+            raise KeyboardInterrupt('SIGTERM') from None
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
