@@ -168,3 +168,17 @@ def test_fuse_many_on_sigterm_is_interrupted_and_resumes(long_bag, tmp_path):
     assert 'interrupted' in err and 'resume' in err and 'Traceback' not in err, err
     again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_node_stopped_while_it_imports_exits_with_one_line(sig):
+    """``sgdfuse_node`` (the console entry's code) stopped 0.3 s after it starts, in its
+    imports: exit 130 with one line, no traceback."""
+    pytest.importorskip('rclpy', reason='needs the ros extra (rclpy)')
+    proc = subprocess.Popen([sys.executable, '-m', 'sgdfuse_ros.ros.node'], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert 'Traceback' not in err, err
+    assert proc.returncode == 130 and 'interrupted while starting' in err, err
