@@ -54,6 +54,7 @@ import time
 import numpy as np
 
 from sgdfuse_ros.core.imaging import parse_size
+from sgdfuse_ros.core.interrupts import sigterm_as_interrupt
 from .timing import bench_frames, cpu_name, load_average
 
 #: Most memory samples whatever the duration.
@@ -554,14 +555,18 @@ def main(argv=None) -> int:
         except ValueError as exc:
             ap.error(f'--burst must be WxH:SECONDS, got {a.burst!r} ({exc})')
     try:
-        r = run_soak(duration=a.duration, rate=a.rate, size=size, busy=a.busy,
-                     warmup=a.warmup, params=a.param, trace=a.trace,
-                     executor_threads=a.executor_threads, sample_every=a.sample_every,
-                     burst=burst, node_nice=a.node_nice,
-                     log=lambda text: print(text, file=sys.stderr, flush=True))
+        with sigterm_as_interrupt():  # the node and busy processes are stopped either way
+            r = run_soak(duration=a.duration, rate=a.rate, size=size, busy=a.busy,
+                         warmup=a.warmup, params=a.param, trace=a.trace,
+                         executor_threads=a.executor_threads, sample_every=a.sample_every,
+                         burst=burst, node_nice=a.node_nice,
+                         log=lambda text: print(text, file=sys.stderr, flush=True))
     except (ValueError, RuntimeError) as exc:
         print(f'soak: {exc}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print('soak: interrupted; the node and the busy processes are stopped', file=sys.stderr)
+        return 130
     print(format_report(r))
     if a.json:
         a.json.write_text(json.dumps(r, indent=2))
