@@ -429,8 +429,8 @@ def test_run_time_parameters_through_the_parameter_service(context, pair):
 
 def test_refiner_steps_change_while_fusing(context, pair):
     """The diffusion refiner is rebuilt with the new number of steps beside the running one,
-    which goes on fusing; the worker swaps it between frames. A build that fails leaves the
-    running refiner and sets the parameter back."""
+    which goes on fusing; the worker swaps it between frames. Steps beyond the schema's bound
+    are refused before any build."""
     ir, vi = pair
     thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
     h = Harness(context, {'method': 'sgdfuse', 'max_latency': 0.0})
@@ -455,14 +455,14 @@ def test_refiner_steps_change_while_fusing(context, pair):
         assert h.settled(10.0) and len(h.fused) >= 2
         assert h.node.counters()['errors'] == {}
 
-        # A value the method cannot run is refused by the build: logged, counted, and the
-        # parameter set back to the steps that run.
-        result = h.set_params(refiner_steps=400)[0]
-        assert result.successful
-        assert h.wait_for(lambda: h.node.get_parameter('refiner_steps').value == want, 120.0)
+        # Beyond the schema's bound (250 steps took 4 GB): refused at once with the reason,
+        # nothing built; so is a mask rate no camera gives.
+        for name, value, why in (('refiner_steps', 250, 'refiner_steps must be <= 16, got 250'),
+                                 ('mask_rate', 1e308, 'mask_rate must be <= 60 Hz')):
+            result = h.set_params(**{name: value})[0]
+            assert not result.successful and why in result.reason, result.reason
+        assert h.node.get_parameter('refiner_steps').value == want
         assert h.node.settings.refiner_steps == want and h.node.pipeline.method.steps == want
-        errors = h.node.counters()['errors']
-        assert errors == {'parameters': 1}, errors
-        assert 'refiner_steps 400: cannot build' in h.node.counters()['last_error']
+        assert h.node.settings.mask_rate == 2.0 and h.node.counters()['errors'] == {}
     finally:
         h.close()
