@@ -182,3 +182,23 @@ def test_node_stopped_while_it_imports_exits_with_one_line(sig):
     _, err = proc.communicate(timeout=60)
     assert 'Traceback' not in err, err
     assert proc.returncode == 130 and 'interrupted while starting' in err, err
+
+
+def test_interrupted_masks_folder_run_is_finished_by_the_same_command(ivif, tmp_path):
+    """``sgdfuse masks`` on a folder, stopped by SIGTERM mid-way: exit 130, one line; the same
+    command then writes every pair's masks without --overwrite."""
+    from sgdfuse_ros.tools.masks import PARTIAL_LIST as MASKS_LIST
+
+    ir, vi = _folders(ivif, tmp_path, 150)
+    out = tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'sgdfuse_ros.tools.cli', 'masks', '--ir', str(ir), '--vis',
+           str(vi), '--out', str(out), '--provider', 'saliency', '--quiet']
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    err = _stop_when(proc, lambda: len(list(out.glob('*_overlay.png'))) >= 2, signal.SIGTERM,
+                     after=0.0)
+    assert proc.returncode == 130 and 'Traceback' not in err, err
+    assert 'interrupted after' in err and (out / MASKS_LIST).is_file(), err
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert len(list(out.glob('*.png'))) == 3 * 150 and not (out / MASKS_LIST).exists()

@@ -169,3 +169,45 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None
         except OSError:
             pass
         raise
+
+
+class RunOutputs:
+    """The outputs a folder run writes, so that the same command run again after an
+    interruption may replace them. While the run writes, ``folder/list_name`` names each
+    output (before its file is written), one a line; :meth:`done` removes the list.
+    ``own``: the names the list of an earlier, interrupted run holds (replaceable without
+    ``--overwrite``; still never an input). ``folder`` None: a single-file run (one atomic
+    file, nothing to list)."""
+
+    def __init__(self, folder: Path | None, list_name: str):
+        self.path = Path(folder) / list_name if folder is not None else None
+        self.names: set[str] = set()
+        self.own: set[str] = set()
+        if self.path is not None:
+            try:
+                text = self.path.read_text()
+            except (OSError, UnicodeDecodeError):
+                text = ''
+            self.own = {line for line in text.splitlines() if line and '/' not in line}
+
+    def start(self) -> None:
+        """Write the list (the earlier run's names kept: they are still this run's)."""
+        if self.path is not None:
+            atomic_write_bytes(self.path, ''.join(f'{n}\n' for n in sorted(self.own)).encode(),
+                               mode=_new_file_mode())
+
+    def write_image(self, path: Path, img: np.ndarray) -> None:
+        """List ``path``, then :func:`write_image` it."""
+        if self.path is not None and path.name not in self.own | self.names:
+            try:
+                with open(self.path, 'a') as f:
+                    f.write(path.name + '\n')
+            except OSError as exc:
+                raise os_problem(self.path, exc, 'cannot write') from None
+        self.names.add(path.name)
+        write_image(path, img)
+
+    def done(self) -> None:
+        """The run finished: its outputs are ordinary files now."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

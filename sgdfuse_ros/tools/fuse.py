@@ -32,8 +32,7 @@ from .common import add_budget_arguments, err, given_options, progress, too_larg
 DEFAULT_RATE = 10.0
 #: Mask refreshes per second of ``--sequence`` without ``--mask-rate`` (the node's default).
 DEFAULT_MASK_RATE = 2.0
-#: In the output folder while a folder run writes it: the names of the outputs written so
-#: far, one a line; removed when the run ends. A re-run may replace the files it names.
+#: In the output folder while a folder run writes it (:class:`~sgdfuse_ros.core.files.RunOutputs`).
 PARTIAL_LIST = '.sgdfuse_fuse_partial'
 
 
@@ -175,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         pairs, problems, outputs, inputs = _plan(args)
-        own = _own_partial(args.out) if args.ir.is_dir() else set()
+        written = files.RunOutputs(args.out if args.ir.is_dir() else None, PARTIAL_LIST)
+        own = written.own
         if own:  # an interrupted run's outputs: replaced, but never an input
             files.check_outputs(outputs.values(), inputs, overwrite=True)
         files.check_outputs([o for o in outputs.values() if o.name not in own], inputs,
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             files.writable_folder(args.out)
         else:
             files.writable_folder(args.out.parent, target=args.out)
-        written = _Written(args.out if args.ir.is_dir() else None, own)
+        written.start()
     except (files.PathError, imaging.ImageError, OSError) as exc:
         if isinstance(exc, OSError):  # e.g. a folder that cannot be listed
             exc = files.os_problem(exc.filename or args.out, exc)
@@ -208,44 +208,9 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _own_partial(folder: Path) -> set[str]:
-    """The outputs an interrupted run wrote into ``folder`` (its :data:`PARTIAL_LIST`)."""
-    try:
-        text = (folder / PARTIAL_LIST).read_text()
-    except (OSError, UnicodeDecodeError):
-        return set()
-    return {line for line in text.splitlines() if line and '/' not in line}
-
-
-class _Written:
-    """The outputs a run wrote. A folder run keeps their names in :data:`PARTIAL_LIST` (each
-    name before its file) until :meth:`done`; ``folder`` None: a pair run (one atomic file)."""
-
-    def __init__(self, folder: Path | None, own: set[str]):
-        self.path = folder / PARTIAL_LIST if folder is not None else None
-        self.names: set[str] = set()
-        self._own = set(own)
-        if self.path is not None:
-            files.atomic_write_bytes(self.path, ''.join(f'{n}\n' for n in sorted(own)).encode(),
-                                     mode=0o644)
-
-    def write(self, path: Path, img) -> None:
-        if self.path is not None and path.name not in self._own | self.names:
-            try:
-                with open(self.path, 'a') as f:
-                    f.write(path.name + '\n')
-            except OSError as exc:
-                raise files.os_problem(self.path, exc, 'cannot write') from None
-        self.names.add(path.name)
-        files.write_image(path, img)
-
-    def done(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
-
 def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPaths],
-                problems: list[str], outputs: dict[str, Path], written: _Written) -> int:
+                problems: list[str], outputs: dict[str, Path],
+                written: files.RunOutputs) -> int:
     """Each pair on its own (still images)."""
     failures = list(problems)
     for pair in progress(pairs, f'fuse ({pipeline.method_name})',
@@ -258,7 +223,7 @@ def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPath
                 err(failures[-1])
                 return 1
             continue
-        written.write(outputs[pair.name], result.image)
+        written.write_image(outputs[pair.name], result.image)
     done = len(pairs) - (len(failures) - len(problems))
     if len(pairs) > 1 or failures:
         print(f'fused {done} pair(s) with {pipeline.method_name} into {args.out}')
@@ -266,7 +231,8 @@ def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPath
 
 
 def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPaths],
-                   problems: list[str], outputs: dict[str, Path], written: _Written) -> int:
+                   problems: list[str], outputs: dict[str, Path],
+                   written: files.RunOutputs) -> int:
     """Fuse the frames in order through an offline :class:`FusionStream`."""
     from sgdfuse_ros.fusion.stream import FusionStream
 
@@ -282,7 +248,7 @@ def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairP
             except (imaging.ImageError, ValueError) as exc:
                 failures.append(too_large(exc) if isinstance(exc, FrameTooLarge) else str(exc))
                 continue
-            written.write(outputs[pair.name], result.image)
+            written.write_image(outputs[pair.name], result.image)
             done += 1
         stats = stream.mask_stats()
     line = (f'fused {done} frame(s) of a {rate:g} Hz sequence with {pipeline.method_name} '
