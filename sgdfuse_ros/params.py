@@ -89,7 +89,7 @@ class Param:
         unit = f' {self.unit}' if self.unit else ''
         if self.low is not None and self.high is not None:
             return (f'in {"(" if self.low_open else "["}{self.low:g}, {self.high:g}'
-                    f'{")" if self.high_open else "]"}')
+                    f'{")" if self.high_open else "]"}{unit}')
         if self.low is not None:
             return f'{">" if self.low_open else ">="} {self.low:g}{unit}'
         if self.high is not None:
@@ -105,8 +105,13 @@ class Param:
                                                else value < self.low)
             above = self.high is not None and (value >= self.high if self.high_open
                                                 else value > self.high)
-            if below or above:
-                return f'{self.name} must be {self.range_text()}, got {value}'
+            unit = f' {self.unit}' if self.unit else ''
+            if below:  # the bound crossed, in words
+                return (f'{self.name} must be {">" if self.low_open else ">="} {self.low:g}'
+                        f'{unit}, got {value}')
+            if above:
+                return (f'{self.name} must be {"<" if self.high_open else "<="} {self.high:g}'
+                        f'{unit}, got {value}')
         if self.check is not None:
             why = self.check(value)
             if why:
@@ -202,6 +207,10 @@ PARAMETERS: tuple[Param, ...] = (
           note=f'auto = {" > ".join(AUTO_ORDER)} | mean | max | ...'),
     Param('backend', 'str', 'auto', 'Inference backend of network methods: '
           + ', '.join(BACKENDS) + '.', 'method', choices=BACKENDS),
+    Param('network_graph', 'str', 'float', 'Graphs of the networks on onnxruntime: float, or '
+          'int8 (their INT8 quantization shipped beside them: faster on the CPU, headline '
+          'metrics within 1% of float; needs backend onnxruntime, or auto resolving to it).',
+          'method', choices=('float', 'int8'), note='float | int8 (onnxruntime only)'),
     Param('threads', 'int', 0, 'CPU threads of the networks, set once at start (0 = the '
           "library's default).", 'method', low=0,
           note="CPU threads of the networks; 0 = the library's default"),
@@ -212,7 +221,8 @@ PARAMETERS: tuple[Param, ...] = (
           note='exported ONNX / cached TensorRT engines; empty = default'),
     Param('refiner_steps', 'int', 0, "Diffusion refiner steps (0 = the method's default; at "
           'run time the refiner is rebuilt beside the running one, which fuses until it is '
-          'ready).', 'method', low=0, dynamic=True,
+          'ready). At most 16: the graph and its memory grow with the steps (250 took 4 GB), '
+          'and the shipped graphs have 1 to 4.', 'method', low=0, high=16, dynamic=True,
           note="diffusion refiner steps; 0 = the method's default"),
     Param('work_width', 'int', 0, 'Width the fusion method runs at (0 = chosen automatically, '
           "see auto_work_size; set work_width and work_height together). The published frame "
@@ -246,8 +256,9 @@ PARAMETERS: tuple[Param, ...] = (
           "SAM-family mask model (0 = the model's default: lite_medsam 160, mobile_sam 512, "
           'sam vit_b 256, vit_l 192, vit_h 128).', 'masks', check=_mask_input_size,
           note='SAM-family encoder input side, multiple of 16; 0 = default'),
-    Param('mask_rate', 'float', 2.0, 'Mask refresh rate (Hz) of the mask worker thread.',
-          'masks', low=0.0, low_open=True, unit='Hz', dynamic=True,
+    Param('mask_rate', 'float', 2.0, 'Mask refresh rate (Hz) of the mask worker thread (at '
+          'most 60: masks are carried between refreshes, and no camera gives more frames).',
+          'masks', low=0.0, low_open=True, high=60.0, unit='Hz', dynamic=True,
           note='Hz; own thread refreshes masks, fusion reuses the latest'),
     Param('mask_max_age', 'float', 0.0, 'Masks older than this (s) are reported as stale on '
           '/diagnostics and in the log (0 = three refresh periods, at least 1 s).', 'masks',
@@ -270,7 +281,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param('max_latency', 'float', 0.2, 'Largest age (s; node clock minus the RGB stamp) of a '
           'pair when the fusion worker takes it and of its fused frame when ready: older ones '
           'are dropped and counted on /diagnostics, never published (0 = no limit; about 3 '
-          'camera frame periods).', 'output', low=0.0, unit='s', dynamic=True,
+          'camera frame periods; at most 60).', 'output', low=0.0, high=60.0, unit='s',
+          dynamic=True,
           note='s; older pairs / fused frames are dropped, not published; 0 = no limit'),
     Param('output_encoding', 'str', 'rgb8', "Encoding of the fused image: rgb8 (RGB frame's "
           'colour restored) or mono8 (fused luma).', 'output', choices=OUTPUT_ENCODINGS,
@@ -288,8 +300,8 @@ PARAMETERS: tuple[Param, ...] = (
           'for methods that have one.', 'output',
           note='~/f1: stage-1 fused image (mono8), methods that have one'),
     Param('thermal_timeout', 'float', 1.0, 'Seconds without a thermal (or RGB) frame after which '
-          'diagnostics warn that the stream stopped.', 'health', low=0.0, low_open=True,
-          unit='s', dynamic=True,
+          'diagnostics warn that the stream stopped (at most 3600).', 'health', low=0.0,
+          low_open=True, high=3600.0, unit='s', dynamic=True,
           note='s without a thermal or RGB frame before /diagnostics warns'),
     Param('diagnostics_period', 'float', 1.0, 'Period (s) of the /diagnostics message.',
           'health', low=0.0, low_open=True, unit='s', note='s between /diagnostics messages'),
@@ -320,6 +332,8 @@ def _pipeline_config(self):
     method_options: dict[str, Any] = {}
     if self.backend != 'auto':
         method_options['backend'] = self.backend
+    if self.network_graph != 'float':
+        method_options['graph'] = self.network_graph
     if self.weights:
         method_options['weights'] = self.weights
     if self.engine_dir:  # the runtime loader's option name (runtime/loader.py)

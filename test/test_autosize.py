@@ -84,7 +84,7 @@ def test_auto_work_size_applies_changes_to_the_pipeline_once():
     assert pipe.sizes == [first] and pipe.refine == [True]
     c = auto.controller
     lines = [auto.after(500.0, 1 / 30) for _ in range(c.patience + 2 * c.settle)]
-    assert lines[-1] and 'working size' in lines[-1]
+    assert lines[-1][0] == 'warning' and 'working size' in lines[-1][1]
     auto.before((1920, 1080))
     assert len(pipe.sizes) == 2 and pipe.sizes[1][0] < first[0]
     assert auto.values()['degradation'] == 'full'

@@ -107,6 +107,72 @@ def test_thermal_gain_rejects_nan_and_bad_shape():
         imaging.ThermalGain(low_percentile=50, high_percentile=10)
 
 
+def _thermal_stream(ivif, dtype, n, *, seed=0, name='FLIR_00211.jpg', offset=None,
+                    scale=None):
+    """``n`` noisy frames of one real thermal scene, ``offset + scale * gray``: float32
+    (kelvin by default) or uint16 counts."""
+    ir = imaging.read_image(ivif / 'RoadScene' / 'ir' / name, gray=True).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        noisy = ir + rng.normal(0, 1.0, ir.shape).astype(np.float32)
+        if dtype == np.float32:
+            yield (280 + noisy / 255 * 30 if offset is None
+                   else offset + noisy * scale).astype(np.float32)
+        else:
+            yield np.clip(20000 + noisy * 40 if offset is None else offset + noisy * scale,
+                          0, 65535).astype(np.uint16)
+
+
+def _corrupt(frame, kind, rng):
+    if kind == 'random_bytes':  # NaN/inf replaced by the coldest pixel, as the node does
+        bad = rng.integers(0, 256, frame.nbytes, np.uint8).view(frame.dtype).reshape(
+            frame.shape).copy()
+        if bad.dtype.kind == 'f':
+            bad[~np.isfinite(bad)] = bad[np.isfinite(bad)].min()
+        return bad
+    bad = frame.copy()  # 'spikes': 2 % of the pixels at 1e30
+    bad.flat[rng.choice(bad.size, bad.size // 50, replace=False)] = 1e30
+    return bad
+
+
+@pytest.mark.parametrize('dtype,kind', [(np.float32, 'random_bytes'), (np.float32, 'spikes'),
+                                        (np.uint16, 'random_bytes')])
+def test_thermal_gain_shrugs_off_one_corrupt_frame(ivif, dtype, kind):
+    """One corrupt frame in a steady stream: the output is back within 2 grey levels of its
+    level before within 10 frames (a plain moving average took hundreds), and the frame is
+    counted as held."""
+    rng = np.random.default_rng(3)
+    gain = imaging.ThermalGain()
+    frames = list(_thermal_stream(ivif, dtype, 41))
+    before = [imaging.to_uint8(gain(f)) for f in frames[:30]][-1].astype(np.float32)
+    with np.errstate(all='raise'):  # no overflow warning either
+        gain(_corrupt(frames[30], kind, rng))
+    assert gain.held == 1
+    after = [np.abs(imaging.to_uint8(gain(f)) - before).mean() for f in frames[31:41]]
+    assert min(after) <= 2.0 and after[-1] <= 2.0, after
+    assert gain.held == 1
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.uint16])
+def test_thermal_gain_follows_a_real_change_of_scene_as_fast_as_a_plain_average(ivif, dtype):
+    """A camera cut to another, much hotter scene jumps like a corrupt frame but persists:
+    after ``confirm`` frames the bounds are those of the plain moving average, frame for
+    frame."""
+    plain = imaging.ThermalGain(jump_limit=float('inf'))
+    robust = imaging.ThermalGain()
+    cold, hot = ((280, 0.1), (400, 0.5)) if dtype == np.float32 else ((20000, 4), (30000, 100))
+    cold = list(_thermal_stream(ivif, dtype, 20, offset=cold[0], scale=cold[1]))
+    hot = list(_thermal_stream(ivif, dtype, 30, seed=1, name='FLIR_04269.jpg', offset=hot[0],
+                               scale=hot[1]))
+    for f in cold:
+        plain(f), robust(f)
+    for i, f in enumerate(hot):
+        plain(f), robust(f)
+        if i >= robust.confirm - 1:
+            assert robust.bounds == pytest.approx(plain.bounds, rel=1e-9), i
+    assert robust.held == robust.confirm - 1
+
+
 def test_pad_and_crop_round_trip():
     img = np.arange(7 * 13, dtype=np.float32).reshape(7, 13)
     padded, size = imaging.pad_to_multiple(img, 8)

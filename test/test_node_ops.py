@@ -56,13 +56,74 @@ def test_signal_while_frames_stream_stops_without_errors(context, pair, sig):
     import cv2
 
     ir, vi = (cv2.resize(a, (1280, 960)) for a in pair)
+    thermal = image_msg(ir.astype(np.uint16) * 40, 'mono16', 'thermal_cam')
+    _signal_mid_stream(context, sig, thermal, image_msg(vi, 'rgb8', 'rgb_cam'), 15.0)
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_a_node_busy_with_hd_frames_exits_without_abort(context, pair, sig):
+    """1920x1080 RGB with 640x512 mono16 thermal (registered by a homography), published at
+    30 Hz, faster than the node fuses: stopped mid-stream, the process exits 0 with no
+    ``terminate called`` abort, no traceback and no error line."""
+    import cv2
+
+    ir, vi = cv2.resize(pair[0], (640, 512)), cv2.resize(pair[1], (1920, 1080))
+    thermal = image_msg(ir.astype(np.uint16) * 40 + 7000, 'mono16', 'thermal_cam')
+    scale = [1920 / 640, 0.0, 0.0, 0.0, 1080 / 512, 0.0, 0.0, 0.0, 1.0]
+    _signal_mid_stream(context, sig, thermal, image_msg(vi, 'rgb8', 'rgb_cam'), 30.0,
+                       ['-p', f'homography:={scale}'])
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_signal_while_the_refiner_is_rebuilt_exits_without_abort(context, tmp_path, sig):
+    """``refiner_steps`` changed to a step count with no shipped graph (exported on first use,
+    into an empty engine_dir), then Ctrl-C or SIGTERM while that build runs (6 s into it:
+    exporting and loading the graph, where an exit aborted the process): it exits 0 within
+    seconds, with no ``terminate called`` abort and no traceback."""
+    tag = random.randrange(1 << 30)
+    name = f'sgdfuse_rebuild_{tag}'
+    log = tmp_path / 'node.log'
+    with open(log, 'w') as out:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'sgdfuse_ros.ros.node', '--ros-args',
+             '-p', f'thermal_topic:=/rb_{tag}/thermal', '-p', f'rgb_topic:=/rb_{tag}/rgb',
+             '-p', f'fused_topic:=/rb_{tag}/fused', '-p', 'method:=sgdfuse',
+             '-p', f'engine_dir:={tmp_path / "engines"}', '-r', f'__node:={name}'],
+            cwd=REPO, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT, text=True)
+    h = None
+    try:
+        h = Harness(context, {'thermal_topic': f'/rb_{tag}/thermal', 'rgb_topic': f'/rb_{tag}/rgb',
+                              'fused_topic': f'/rb_{tag}/fused'}, node_class=None, name=name,
+                    connect=False)
+        result = h.set_params(refiner_steps=7)[0]
+        assert result.successful, (result.reason, log.read_text())
+        deadline = time.time() + 30
+        while 'refiner_steps: building' not in log.read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(6.0)  # inside the build
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if h is not None:
+            h.close()
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert 'terminate called' not in text and 'Traceback' not in text, text
+    assert '[ERROR]' not in text and '[FATAL]' not in text, text
+    assert f'stopping on {sig.name}' in text, text
+
+
+def _signal_mid_stream(context, sig, thermal, rgb, rate: float, extra=()) -> None:
     tag = random.randrange(1 << 30)
     topics = {k: f'/sig_{tag}/{k}' for k in ('thermal', 'rgb', 'fused')}
     proc = subprocess.Popen(
         [sys.executable, '-m', 'sgdfuse_ros.ros.node', '--ros-args',
          '-p', f'thermal_topic:={topics["thermal"]}', '-p', f'rgb_topic:={topics["rgb"]}',
          '-p', f'fused_topic:={topics["fused"]}', '-p', 'method:=stage1',
-         '-p', 'max_latency:=0.0', '-r', f'__node:=sgdfuse_sig_{tag}'],
+         '-p', 'max_latency:=0.0', *extra, '-r', f'__node:=sgdfuse_sig_{tag}'],
         cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     tester = rclpy.create_node(f'sig_tester_{tag}', context=context)
@@ -75,8 +136,6 @@ def test_signal_while_frames_stream_stops_without_errors(context, pair, sig):
     pub_r = tester.create_publisher(Image, topics['rgb'], qos)
     got = []
     tester.create_subscription(Image, topics['fused'], got.append, qos)
-    thermal = image_msg(ir.astype(np.uint16) * 40, 'mono16', 'thermal_cam')
-    rgb = image_msg(vi, 'rgb8', 'rgb_cam')
     streaming = threading.Event()
     streaming.set()
 
@@ -85,7 +144,7 @@ def test_signal_while_frames_stream_stops_without_errors(context, pair, sig):
             thermal.header.stamp = rgb.header.stamp = tester.get_clock().now().to_msg()
             pub_t.publish(thermal)
             pub_r.publish(rgb)
-            time.sleep(1 / 15)
+            time.sleep(1 / rate)
 
     publisher = threading.Thread(target=stream, daemon=True)
     try:
@@ -115,11 +174,13 @@ def test_signal_while_frames_stream_stops_without_errors(context, pair, sig):
             proc.kill()
             proc.communicate()
         executor.shutdown()
+        spinner.join(5)
         tester.destroy_node()
     assert proc.returncode == 0, err
     for text in (out, err):
         assert '[ERROR]' not in text and '[FATAL]' not in text and 'Traceback' not in text, \
             text
+        assert 'terminate called' not in text, text
     assert f'stopping on {sig.name}' in err, err
 
 
@@ -266,6 +327,38 @@ def test_radiometric_thermal_with_dead_pixels(context, pair):
         h.close()
 
 
+def test_one_corrupt_radiometric_frame_does_not_drag_the_gain(context, pair):
+    """A 32FC1 stream with one frame of random float32 bytes in it: that frame is counted on
+    /diagnostics as held, and the frames after it fuse as before it (a plain moving average of
+    the gain took hundreds of frames to come back)."""
+    ir, vi = pair
+    kelvin = ir.astype(np.float32) * 0.2 + 280.0
+    rng = np.random.default_rng(5)
+    junk = rng.integers(0, 256, kelvin.nbytes, np.uint8).view(np.float32).reshape(kelvin.shape)
+    thermal = image_msg(kelvin, '32FC1', 'thermal_cam')
+    corrupt = image_msg(junk, '32FC1', 'thermal_cam')
+    rgb = image_msg(vi, 'rgb8', 'rgb_cam')
+    h = Harness(context, {'method': 'max', 'max_latency': 0.0, 'diagnostics_period': 0.25})
+    try:
+        h.stream(thermal, rgb, 1.0)
+        assert h.settled() and h.fused, h.node.counters()
+        before = convert.image_to_numpy(h.fused[-1][1]).astype(np.float32)
+        published = h.node.counters()['published']
+        h.publish(corrupt, rgb, h.stamp())
+        assert h.wait_for(lambda: h.node.counters()['published'] > published, 3.0)
+        assert h.node.counters()['thermal_gain_held'] == 1
+        h.fused.clear()
+        h.stream(thermal, rgb, 10 / 15)  # 10 frames
+        assert h.settled() and h.fused, h.node.counters()
+        after = convert.image_to_numpy(h.fused[-1][1]).astype(np.float32)
+        assert np.abs(after - before).mean() <= 2.0
+        assert h.wait_for(lambda: any(
+            kv.key == 'thermal_gain_held_frames' and kv.value == '1'
+            for s in h.diagnostics for kv in s.values), 2.0)
+    finally:
+        h.close()
+
+
 # --------------------------------------------------------------------------------------------
 # Run-time parameters, through the parameter service
 # --------------------------------------------------------------------------------------------
@@ -336,8 +429,8 @@ def test_run_time_parameters_through_the_parameter_service(context, pair):
 
 def test_refiner_steps_change_while_fusing(context, pair):
     """The diffusion refiner is rebuilt with the new number of steps beside the running one,
-    which goes on fusing; the worker swaps it between frames. A build that fails leaves the
-    running refiner and sets the parameter back."""
+    which goes on fusing; the worker swaps it between frames. Steps beyond the schema's bound
+    are refused before any build."""
     ir, vi = pair
     thermal, rgb = image_msg(ir, 'mono8', 'thermal_cam'), image_msg(vi, 'rgb8', 'rgb_cam')
     h = Harness(context, {'method': 'sgdfuse', 'max_latency': 0.0})
@@ -362,14 +455,14 @@ def test_refiner_steps_change_while_fusing(context, pair):
         assert h.settled(10.0) and len(h.fused) >= 2
         assert h.node.counters()['errors'] == {}
 
-        # A value the method cannot run is refused by the build: logged, counted, and the
-        # parameter set back to the steps that run.
-        result = h.set_params(refiner_steps=400)[0]
-        assert result.successful
-        assert h.wait_for(lambda: h.node.get_parameter('refiner_steps').value == want, 120.0)
+        # Beyond the schema's bound (250 steps took 4 GB): refused at once with the reason,
+        # nothing built; so is a mask rate no camera gives.
+        for name, value, why in (('refiner_steps', 250, 'refiner_steps must be <= 16, got 250'),
+                                 ('mask_rate', 1e308, 'mask_rate must be <= 60 Hz')):
+            result = h.set_params(**{name: value})[0]
+            assert not result.successful and why in result.reason, result.reason
+        assert h.node.get_parameter('refiner_steps').value == want
         assert h.node.settings.refiner_steps == want and h.node.pipeline.method.steps == want
-        errors = h.node.counters()['errors']
-        assert errors == {'parameters': 1}, errors
-        assert 'refiner_steps 400: cannot build' in h.node.counters()['last_error']
+        assert h.node.settings.mask_rate == 2.0 and h.node.counters()['errors'] == {}
     finally:
         h.close()

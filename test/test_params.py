@@ -180,3 +180,20 @@ def test_launch_file_takes_the_schema_defaults_and_points_at_real_files():
     else:
         names = {getattr(e, 'name', None) for e in module.generate_launch_description().entities}
         assert {'params_file', 'use_sim_time', 'thermal_topic', 'rgb_topic'} <= names
+
+
+def test_run_time_numbers_have_documented_upper_bounds():
+    """Every number that changes while the node runs has an upper bound, stated in its
+    description's range; values past it are refused with the bound."""
+    for p in params.PARAMETERS:
+        if p.dynamic and p.kind in ('int', 'float'):
+            assert p.high is not None, p.name
+            assert f'{p.high:g}' in p.range_text(), p.name
+    s = validate_settings({})
+    for name, value, why in (('refiner_steps', 250, 'refiner_steps must be <= 16, got 250'),
+                             ('mask_rate', 1e308, 'mask_rate must be <= 60 Hz'),
+                             ('max_latency', 1e9, 'max_latency must be <= 60 s'),
+                             ('thermal_timeout', 1e308, 'thermal_timeout must be <= 3600 s')):
+        with pytest.raises(ParameterError, match=why):
+            params.update_settings(s, {name: value})
+    assert params.update_settings(s, {'refiner_steps': 16, 'mask_rate': 60.0}).refiner_steps == 16

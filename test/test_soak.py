@@ -54,3 +54,16 @@ def test_a_short_soak_reports_latency_gaps_drops_and_memory(capsys):
                    'burst of 640x480', 'where the time goes', 'longest gaps'):
         assert needle in text, needle
     assert os.path.isfile(r['node_log'])
+
+
+def test_the_soak_process_exits_cleanly_after_hd_frames():
+    """The soak's own process (rclpy executor thread, a node busy with 1920x1080 pairs at
+    15 Hz) exits 0 with no ``terminate called`` abort and no traceback."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, '-m', 'sgdfuse_ros.tools.soak', '--duration', '3',
+                        '--warmup', '1', '--size', '1920x1080', '--param', 'method:=mean'],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert 'terminate called' not in p.stderr and 'Traceback' not in p.stderr, p.stderr[-3000:]

@@ -6,6 +6,13 @@ needs more than 20 GB. A :class:`PixelBudget` bounds that: frames within ``max_p
 their own size, larger ones either run at the largest size within the budget that keeps their
 aspect (``resize``: the caller brings the result back to the frame's size) or are refused with
 a :class:`FrameTooLarge` error (``refuse``).
+
+The networks pad each side to a multiple (``multiple``, 32 for the default method), so the
+budget also counts the padded frame: ordinary frames pad by a few percent (1920x1080 runs on
+1920x1088), but a thin one would swell without bound (500000x1 runs on 500000x32: 16 MP for a
+frame of 0.5 MP). A frame fits when its own pixels are within ``max_pixels`` and its padded
+pixels within ``max_pixels`` plus :func:`pad_allowance`, the padding of a square frame of
+``max_pixels`` (under 5 % of the default budget).
 """
 
 from __future__ import annotations
@@ -19,20 +26,33 @@ from .imaging import ImageError
 DEFAULT_MAX_PIXELS = 1920 * 1080
 #: What happens to a frame over the budget.
 OVERSIZE_MODES = ('resize', 'refuse')
+def pad_allowance(max_pixels: int, multiple: int) -> int:
+    """How far padding to ``multiple`` may take a frame over ``max_pixels``: as far as it
+    takes a square frame of ``max_pixels`` at most (90241 pixels for 1920x1080 and 32)."""
+    return (multiple - 1) * (2 * math.isqrt(max_pixels) + multiple - 1)
+
+
+def padded(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """``(W, H)`` with each side rounded up to ``multiple``."""
+    return tuple(-(-int(v) // multiple) * multiple for v in size)
 
 
 class FrameTooLarge(ImageError):
     """A frame over the pixel budget in ``refuse`` mode. The message names ``max_pixels``;
     :meth:`describe` words it with other option names (a command line's flags)."""
 
-    def __init__(self, name: str, size: tuple[int, int], max_pixels: int):
+    def __init__(self, name: str, size: tuple[int, int], max_pixels: int, multiple: int = 1):
         self.name, self.size, self.max_pixels = name, (int(size[0]), int(size[1])), max_pixels
+        self.multiple = multiple
         super().__init__(self.describe())
 
     def describe(self, budget_option: str = 'max_pixels',
                  mode_option: str = "oversize='resize'") -> str:
         w, h = self.size
-        return (f'{self.name}: frame {w}x{h} ({w * h} pixels) is over the pixel budget '
+        pw, ph = padded(self.size, self.multiple)
+        runs = (f', run on {pw}x{ph} ({pw * ph} pixels) padded to a multiple of '
+                f'{self.multiple}' if w * h <= self.max_pixels else '')
+        return (f'{self.name}: frame {w}x{h} ({w * h} pixels{runs}) is over the pixel budget '
                 f'{budget_option} {self.max_pixels} ({pixels_text(self.max_pixels)}); raise '
                 f'{budget_option} (0: no limit) or use {mode_option} (run it at the largest '
                 'size within the budget)')
@@ -70,10 +90,29 @@ def parse_max_pixels(value: str | int | None) -> int | None:
     return pixels or None
 
 
-def fit_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
-    """The largest ``(W, H)`` with the aspect of ``size`` and at most ``max_pixels`` pixels
-    (``size`` itself when it fits; each side at least 1)."""
+def _within(size: tuple[int, int], max_pixels: int, multiple: int) -> bool:
+    pw, ph = padded(size, multiple)
+    return (size[0] * size[1] <= max_pixels
+            and pw * ph <= max_pixels + pad_allowance(max_pixels, multiple))
+
+
+def fit_pixels(size: tuple[int, int], max_pixels: int, multiple: int = 1) -> tuple[int, int]:
+    """The largest ``(W, H)`` with the aspect of ``size`` and at most ``max_pixels`` pixels,
+    padded ones included (module docstring; ``size`` itself when it fits; each side at least
+    1)."""
     w, h = int(size[0]), int(size[1])
+    if multiple > 1:
+        if _within((w, h), max_pixels, multiple):
+            return w, h
+        lo, hi = 0.0, 1.0  # the largest scale that fits, by bisection (monotonic)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            if _within((max(1, math.floor(w * mid)), max(1, math.floor(h * mid))),
+                       max_pixels, multiple):
+                lo = mid
+            else:
+                hi = mid
+        return max(1, math.floor(w * lo)), max(1, math.floor(h * lo))
     if w * h <= max_pixels:
         return w, h
     scale = math.sqrt(max_pixels / (w * h))
@@ -88,26 +127,31 @@ def fit_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class PixelBudget:
-    """At most ``max_pixels`` pixels (None: no limit) per network input; frames over it are
-    resized (``mode='resize'``) or refused (``mode='refuse'``)."""
+    """At most ``max_pixels`` pixels (None: no limit) per network input, counted after padding
+    each side to ``multiple`` (module docstring); frames over it are resized
+    (``mode='resize'``) or refused (``mode='refuse'``)."""
 
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     mode: str = 'resize'
+    multiple: int = 1
 
     def __post_init__(self):
         if self.mode not in OVERSIZE_MODES:
             raise ValueError(f'oversize must be one of {", ".join(OVERSIZE_MODES)}, got '
                              f'{self.mode!r}')
         object.__setattr__(self, 'max_pixels', parse_max_pixels(self.max_pixels))
+        if int(self.multiple) < 1:
+            raise ValueError(f'multiple must be >= 1, got {self.multiple}')
+        object.__setattr__(self, 'multiple', int(self.multiple))
 
     def fits(self, size: tuple[int, int]) -> bool:
-        """True when ``(W, H)`` is within the budget."""
-        return self.max_pixels is None or size[0] * size[1] <= self.max_pixels
+        """True when ``(W, H)`` is within the budget (padding included)."""
+        return self.max_pixels is None or _within(size, self.max_pixels, self.multiple)
 
     def check(self, size: tuple[int, int], name: str = 'frame') -> None:
         """Raise :class:`FrameTooLarge` for a frame over the budget in ``refuse`` mode."""
         if self.mode == 'refuse' and not self.fits(size):
-            raise FrameTooLarge(name, size, self.max_pixels)
+            raise FrameTooLarge(name, size, self.max_pixels, self.multiple)
 
     def working_size(self, size: tuple[int, int], name: str = 'frame') -> tuple[int, int]:
         """The size to run at for a frame of ``(W, H)``: itself within the budget, else the
@@ -116,4 +160,4 @@ class PixelBudget:
         self.check(size, name)
         if self.fits(size):
             return int(size[0]), int(size[1])
-        return fit_pixels(size, self.max_pixels)
+        return fit_pixels(size, self.max_pixels, self.multiple)

@@ -5,6 +5,8 @@
   there has (``a.png`` beside the input ``a.jpg`` would be read as that input next time).
 * An existing file is replaced only when the user asks (``--overwrite``). Every name is
   checked before the first is written, so a refusal leaves the folder as it was.
+* Images are written atomically (a temporary name, then a rename): a full disk or an
+  interruption leaves no truncated file behind.
 * A file-system problem is a :class:`PathError`: one line naming the path and the problem
   (``/proc/o.png: cannot write there (No such file or directory)``), never a traceback.
 """
@@ -129,11 +131,20 @@ def writable_folder(folder: Path, target: Path | None = None) -> None:
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
-    """:func:`imaging.write_image` with a file-system failure as a :class:`PathError`."""
+    """Write an image atomically (:func:`atomic_write_bytes`: a full disk or an interruption
+    leaves the old file or none, never a truncated one), with the permissions a new file gets
+    (umask); a file-system failure is a :class:`PathError`."""
+    data = imaging.encode_image(path, img)
     try:
-        imaging.write_image(path, img)
+        atomic_write_bytes(path, data, mode=_new_file_mode())
     except OSError as exc:
         raise os_problem(path, exc, 'cannot write') from None
+
+
+def _new_file_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None
@@ -158,3 +169,45 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None
         except OSError:
             pass
         raise
+
+
+class RunOutputs:
+    """The outputs a folder run writes, so that the same command run again after an
+    interruption may replace them. While the run writes, ``folder/list_name`` names each
+    output (before its file is written), one a line; :meth:`done` removes the list.
+    ``own``: the names the list of an earlier, interrupted run holds (replaceable without
+    ``--overwrite``; still never an input). ``folder`` None: a single-file run (one atomic
+    file, nothing to list)."""
+
+    def __init__(self, folder: Path | None, list_name: str):
+        self.path = Path(folder) / list_name if folder is not None else None
+        self.names: set[str] = set()
+        self.own: set[str] = set()
+        if self.path is not None:
+            try:
+                text = self.path.read_text()
+            except (OSError, UnicodeDecodeError):
+                text = ''
+            self.own = {line for line in text.splitlines() if line and '/' not in line}
+
+    def start(self) -> None:
+        """Write the list (the earlier run's names kept: they are still this run's)."""
+        if self.path is not None:
+            atomic_write_bytes(self.path, ''.join(f'{n}\n' for n in sorted(self.own)).encode(),
+                               mode=_new_file_mode())
+
+    def write_image(self, path: Path, img: np.ndarray) -> None:
+        """List ``path``, then :func:`write_image` it."""
+        if self.path is not None and path.name not in self.own | self.names:
+            try:
+                with open(self.path, 'a') as f:
+                    f.write(path.name + '\n')
+            except OSError as exc:
+                raise os_problem(self.path, exc, 'cannot write') from None
+        self.names.add(path.name)
+        write_image(path, img)
+
+    def done(self) -> None:
+        """The run finished: its outputs are ordinary files now."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

@@ -71,15 +71,22 @@ def is_gray_rgb(img: np.ndarray, tol: int = 2) -> bool:
     return bool(np.abs(a - img[:, :, 1]).max() <= tol and np.abs(a - img[:, :, 2]).max() <= tol)
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Write ``uint8``/``uint16`` gray or RGB; creates the parent folder."""
+def encode_image(path: str | os.PathLike, img: np.ndarray) -> bytes:
+    """``uint8``/``uint16`` gray or RGB encoded in the format of ``path``'s suffix (PNG when
+    it has none)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = img[:, :, ::-1] if img.ndim == 3 else img
     ok, buf = cv2.imencode(path.suffix or '.png', np.ascontiguousarray(out))
     if not ok:
         raise ImageError(f'{path}: cannot encode image')
-    buf.tofile(str(path))
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Write ``uint8``/``uint16`` gray or RGB; creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(encode_image(path, img))
 
 
 def list_images(folder: str | os.PathLike) -> dict[str, Path]:
@@ -239,13 +246,22 @@ class ThermalGain:
     8-bit input is passed through unchanged by default (``gain_8bit=False``): it is already
     display-referred.
 
+    Implausible jumps are held. A frame whose percentile bounds leave the current ones by more
+    than ``jump_limit`` spans (``H - L``) on either side, or whose span exceeds ``jump_limit``
+    spans, does not move the gain: it is mapped with the bounds in hand and counted in
+    :attr:`held`. One corrupt frame (random bytes, a burst of 1e30 pixels) then leaves the
+    stream as it was. A real change of scene looks the same for one frame but persists: once
+    ``confirm`` frames in a row jump consistently (within ``jump_limit`` spans of the first of
+    them), the held frames are replayed into the average, so from that frame on the bounds are
+    exactly those of the plain average, which adapts at its usual pace.
+
     Percentiles are computed on a strided subsample (``sample_stride``) to stay cheap at video
-    rate.
+    rate, in float64 (float frames may hold values near the float32 limit).
     """
 
     def __init__(self, *, low_percentile: float = 1.0, high_percentile: float = 99.0,
                  smoothing: float = 0.9, min_span: float = 64.0, gain_8bit: bool = False,
-                 sample_stride: int = 4):
+                 sample_stride: int = 4, jump_limit: float = 4.0, confirm: int = 3):
         if not 0.0 <= low_percentile < high_percentile <= 100.0:
             raise ValueError('need 0 <= low_percentile < high_percentile <= 100, got '
                              f'{low_percentile}, {high_percentile}')
@@ -255,13 +271,22 @@ class ThermalGain:
             raise ValueError(f'min_span must be positive, got {min_span}')
         if sample_stride < 1:
             raise ValueError(f'sample_stride must be >= 1, got {sample_stride}')
+        if not jump_limit > 0:
+            raise ValueError(f'jump_limit must be positive, got {jump_limit}')
+        if confirm < 1:
+            raise ValueError(f'confirm must be >= 1, got {confirm}')
         self.low_percentile = float(low_percentile)
         self.high_percentile = float(high_percentile)
         self.smoothing = float(smoothing)
         self.min_span = float(min_span)
         self.gain_8bit = bool(gain_8bit)
         self.sample_stride = int(sample_stride)
+        self.jump_limit = float(jump_limit)
+        self.confirm = int(confirm)
+        #: Frames mapped with the bounds in hand because their statistics jumped implausibly.
+        self.held = 0
         self._bounds: tuple[float, float] | None = None
+        self._pending: list[tuple[float, float]] = []
 
     @property
     def bounds(self) -> tuple[float, float] | None:
@@ -270,6 +295,22 @@ class ThermalGain:
 
     def reset(self) -> None:
         self._bounds = None
+        self._pending = []
+
+    def _jumps(self, new: tuple[float, float], ref: tuple[float, float]) -> bool:
+        """Whether bounds ``new`` leave ``ref`` implausibly (see the class docstring)."""
+        span = ref[1] - ref[0]
+        reach = self.jump_limit * span
+        return (new[0] < ref[0] - reach or new[1] > ref[1] + reach
+                or new[1] - new[0] > reach or not np.isfinite(new[1] - new[0]))
+
+    def _update(self, new: tuple[float, float]) -> None:
+        if self._bounds is None or self.smoothing == 0:
+            self._bounds = new
+            return
+        s0 = self.smoothing
+        self._bounds = (s0 * self._bounds[0] + (1 - s0) * new[0],
+                        s0 * self._bounds[1] + (1 - s0) * new[1])
 
     def __call__(self, thermal: np.ndarray) -> np.ndarray:
         if thermal.ndim != 2:
@@ -282,21 +323,35 @@ class ThermalGain:
         if x.dtype.kind == 'f' and not np.all(np.isfinite(x)):
             raise ImageError('thermal frame holds NaN or infinite values')
         s = self.sample_stride
-        sample = x[::s, ::s]
-        lo, hi = np.percentile(sample, [self.low_percentile, self.high_percentile])
-        lo, hi = float(lo), float(hi)
+        sample = x[::s, ::s].astype(np.float64)
+        lo, hi = (float(v) for v in np.percentile(sample, [self.low_percentile,
+                                                           self.high_percentile]))
         min_span = self.min_span if x.dtype == np.uint16 else self.min_span / 65535.0 * (
             255.0 if x.dtype == np.uint8 else 1.0)
         if hi - lo < min_span:  # a flat scene: do not amplify noise
             mid = 0.5 * (lo + hi)
             lo, hi = mid - 0.5 * min_span, mid + 0.5 * min_span
-        if self._bounds is not None and self.smoothing > 0:
-            s0 = self.smoothing
-            lo = s0 * self._bounds[0] + (1 - s0) * lo
-            hi = s0 * self._bounds[1] + (1 - s0) * hi
-        self._bounds = (lo, hi)
-        out = (x.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+        self._observe((lo, hi))
+        lo, hi = self._bounds
+        with np.errstate(over='ignore'):  # values near the float32 limit: clipped below
+            out = (x.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
         return np.clip(out, 0.0, 1.0, out=out)
+
+    def _observe(self, new: tuple[float, float]) -> None:
+        """Fold one frame's bounds into the average, or hold them (class docstring)."""
+        if self._bounds is None or self.smoothing == 0 or not self._jumps(new, self._bounds):
+            self._pending = []
+            self._update(new)
+            return
+        if self._pending and self._jumps(new, self._pending[0]):
+            self._pending = []  # not the same new scene as the frames held before
+        self._pending.append(new)
+        if len(self._pending) < self.confirm:
+            self.held += 1
+            return
+        for bounds in self._pending:  # a real change of scene: as if never held
+            self._update(bounds)
+        self._pending = []
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from sgdfuse_ros.core.interrupts import keep_sigterm
 from .inputs import find_bags
 from .manifest import MANIFEST_NAME, PARTIAL_DIR, Manifest, locked
 from .options import FuseOptions
@@ -73,15 +74,18 @@ def _connect(address: str | None) -> Callable[[], None]:
         os.environ[_LOCAL_ONLY] = '0'
     import ray
 
-    if address is None:
-        ray.init(num_cpus=_cores(), include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, object_store_memory=LOCAL_OBJECT_STORE)
-    else:
-        try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise FleetError(f'cannot join the Ray cluster at {address}: '
-                             f'{str(exc).splitlines()[0]}') from exc
+    # ray.init makes SIGTERM exit with a stack dump; the caller's handling (SIGTERM as Ctrl-C:
+    # interrupted, resumable) stays in effect instead.
+    with keep_sigterm():
+        if address is None:
+            ray.init(num_cpus=_cores(), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, object_store_memory=LOCAL_OBJECT_STORE)
+        else:
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise FleetError(f'cannot join the Ray cluster at {address}: '
+                                 f'{str(exc).splitlines()[0]}') from exc
 
     def disconnect() -> None:
         ray.shutdown()

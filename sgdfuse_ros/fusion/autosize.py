@@ -292,10 +292,15 @@ class AutoWorkSize:
         return size
 
     def after(self, frame_ms: float, period_s: float | None,
-              scaled_ms: float | None = None) -> str | None:
-        if self.controller.observe(frame_ms, period_s, scaled_ms):
-            return f'working size: {self.controller.reason}'
-        return None
+              scaled_ms: float | None = None) -> tuple[str, str] | None:
+        """``(level, line)`` to log when the size or the method changed: a ``warning`` when
+        it had to go down (fusion cannot keep up), else ``info``."""
+        if not self.controller.observe(frame_ms, period_s, scaled_ms):
+            return None
+        line = f'working size: {self.controller.reason}'
+        if self.controller.level != 'full' or 'down to' in line:
+            return 'warning', line + ' (fusion cannot keep up with the camera)'
+        return 'info', line
 
     def values(self) -> dict[str, str]:
         """For /diagnostics: the working size, the level and why."""

@@ -26,6 +26,7 @@ now.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 import time
 from typing import Any
@@ -100,6 +101,16 @@ class FusionResult:
     method: str = ''
 
 
+def pad_multiple(method) -> int:
+    """The side multiple a method's networks pad frames to: its own ``multiple``, or that of
+    the networks it runs (a stage-1 network's ``net_multiple``, a refiner's ``multiple``)."""
+    found = [getattr(method, 'multiple', 1) or 1, getattr(method, 'net_multiple', 1) or 1]
+    for part in (getattr(method, 'stage1', None), getattr(method, 'refiner', None)):
+        if part is not None:
+            found += [getattr(part, 'net_multiple', 1) or 1, getattr(part, 'multiple', 1) or 1]
+    return max(int(m) for m in found)
+
+
 class FusionPipeline:
     """Fuse thermal + visible frames with a method chosen by name.
 
@@ -137,6 +148,8 @@ class FusionPipeline:
                                 high_percentile=cfg.thermal_high_percentile,
                                 smoothing=cfg.thermal_smoothing)
         self.method: FusionMethod = build_method(cfg.method, **cfg.method_options)
+        # the budget counts the frame the networks run on: padded to their multiple
+        self.budget = dataclasses.replace(self.budget, multiple=pad_multiple(self.method))
         self.mask_provider = None
         if self.method.uses_masks:
             from sgdfuse_ros.masks import build_provider

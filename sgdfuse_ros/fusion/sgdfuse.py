@@ -94,12 +94,13 @@ def refiner_backend(backend: str, model, meta: dict[str, Any], *, steps: int | N
 def refiner_graph(backend: str, weights: str | os.PathLike, *, steps: int | None = None,
                   load: Callable[[], tuple[Any, dict[str, Any]]] | None = None,
                   device: str | None = None, threads: int | None = None,
-                  export_size: tuple[int, int] = (480, 640), **options):
+                  export_size: tuple[int, int] = (480, 640), graph: str = 'float', **options):
     """The K-step sampler of the refiner ``weights`` on a named backend, and the sidecar of
     the graph it runs (None on ``torch``), with no PyTorch needed where a graph exists: the one
     shipped beside the weights, or ``refiner_k<K>_t*_<hash12>.onnx`` in the engines folder
     (``steps`` None: the checkpoint's own K). Otherwise exported from ``load()`` (``(model,
-    meta)``, PyTorch) as :func:`refiner_backend` does."""
+    meta)``, PyTorch) as :func:`refiner_backend` does. ``graph``: ``float`` or ``int8`` (its
+    quantization, on onnxruntime; made ahead of time, :mod:`sgdfuse_ros.runtime.quantize`)."""
     from sgdfuse_ros.core.hashing import sha256_file
     from sgdfuse_ros.runtime.loader import load_graph
 
@@ -116,7 +117,8 @@ def refiner_graph(backend: str, weights: str | os.PathLike, *, steps: int | None
         f' --steps {int(steps)}' if steps else '')
     return load_graph(backend, pattern=pattern, digest=sha256_file(weights), source=str(weights),
                       shipped=weights, accept=accept, exportable=exportable if load else None,
-                      export_command=command, device=device, threads=threads, **options)
+                      export_command=command, device=device, threads=threads, graph=graph,
+                      **options)
 
 
 def run_refiner(be, f1: np.ndarray, masks: np.ndarray, ir: np.ndarray,
@@ -156,6 +158,7 @@ class RefinerRunner:
         self.device = str(device)
         self.path: Path | None = Path(path) if path is not None else None
         self.backend = None  # a runtime backend once use_backend() picked one
+        self.graph = 'float'  # the kind of graph the backend runs (runtime.quantize)
         self.multiple: int | None = None  # the side multiple of the graph the backend runs
         #: The graph the backend runs also outputs the last step's blend maps (luma).
         self.blend_maps = False
@@ -224,15 +227,21 @@ class RefinerRunner:
         return self._diffusion
 
     def use_backend(self, backend: str | None, *, steps: int | None = None,
-                    device: str | None = None, threads: int | None = None, **options):
+                    device: str | None = None, threads: int | None = None,
+                    graph: str = 'float', **options):
         """Run :meth:`refine` through a runtime backend (``onnxruntime``, ``tensorrt``,
         ``auto``): the K-step sampler as one graph, the one that exists for the weights
         (:func:`refiner_graph`: shipped or in the engines folder; no PyTorch needed) or exported
-        on first use and cached. ``torch`` (or None) keeps the module. Returns the backend."""
+        on first use and cached; ``graph='int8'`` its INT8 graph (onnxruntime, made ahead of
+        time). ``torch`` (or None) keeps the module. Returns the backend."""
+        if graph != 'float' and (backend in (None, 'torch') or self.path is None):
+            raise ValueError(f"refiner: graph='{graph}' runs the INT8 graph shipped beside a "
+                             'weights file on onnxruntime')
         if backend in (None, 'torch'):
             self._load()
             self.backend, self.multiple, self.blend_maps = None, None, False
             return None
+        self.graph = graph
         if self.path is None:  # in-memory weights: the module is in hand
             self.backend = refiner_backend(backend, self._model, self._meta, steps=steps,
                                            device=device, threads=threads, **options)
@@ -240,7 +249,7 @@ class RefinerRunner:
         else:
             self.backend, sidecar = refiner_graph(backend, self.path, steps=steps,
                                                   load=self._load, device=device,
-                                                  threads=threads, **options)
+                                                  threads=threads, graph=graph, **options)
         if sidecar is None:  # the module runs it (torch, or a fallback to it)
             self._settings_from_meta()
             self.multiple = self.model.multiple
@@ -265,7 +274,8 @@ class RefinerRunner:
     def backend_report(self) -> str:
         """One line on the backend that runs the refiner (with a fallback's reason)."""
         if self.backend is not None:
-            return self.backend.report()
+            return self.backend.report() + ('' if self.graph == 'float' else
+                                            f'; {self.graph} graph')
         import torch
 
         from sgdfuse_ros.runtime.torch_backend import torch_summary
@@ -329,7 +339,9 @@ class SGDFuseMethod:
     ``device``, ``threads``, ``backend`` (the runtime of both networks, see
     :class:`.stage1.Stage1Method`: ``auto`` = TensorRT on a GPU that has it, else ONNX
     Runtime when installed, else PyTorch; the teacher always runs in PyTorch, its 60 steps
-    do not make a sensible single graph). Masks come from the pipeline's mask provider; without
+    do not make a sensible single graph), ``graph`` (``float``, the default, or ``int8``: both
+    networks' INT8 graphs on ONNX Runtime, shipped beside the float ones for the student's own
+    step count; see docs/benchmarks.md). Masks come from the pipeline's mask provider; without
     masks (``masks=None``) the refiner gets empty ones.
     """
 
@@ -355,6 +367,9 @@ class SGDFuseMethod:
         self.teacher = bool(teacher)
         #: Run the refiner (False: stage 1 alone, a degradation step under overload).
         self.refine = True
+        if self.teacher and options.get('graph', 'float') != 'float':
+            raise ValueError("sgdfuse: the teacher runs in PyTorch; graph='int8' is the "
+                             "student's")
         if self.teacher:
             require_torch('the many-step teacher refiner (teacher=True, --teacher)')
         self.stage1 = stage1.Stage1Method(stage1_weights, device=device, threads=threads,
@@ -363,8 +378,8 @@ class SGDFuseMethod:
         if self.teacher or backend in (None, 'torch'):
             self.refiner = RefinerRunner.load(weights, device=device)
         else:
-            runtime = {k: options[k] for k in RUNTIME_OPTIONS if k in options}
-            if backend == 'auto':
+            runtime = {k: options[k] for k in RUNTIME_OPTIONS + ('graph',) if k in options}
+            if backend == 'auto' and runtime.get('graph', 'float') == 'float':
                 runtime.setdefault('fallback', auto_fallback(backend))
             self.refiner = RefinerRunner.from_weights(weights, device=device)
             self.refiner.use_backend(backend, steps=self.steps, device=device, threads=threads,

@@ -42,11 +42,13 @@ def graph_facts(sidecar: dict[str, Any], name: str, inputs: tuple[str, ...],
 
 def stage1_backend(backend: str, weights: str | os.PathLike, *,
                    load_model: Callable[[], Any] | None = None, device: str | None = None,
-                   threads: int | None = None, **options):
+                   threads: int | None = None, graph: str = 'float', **options):
     """The stage-1 network of ``weights`` on a named runtime backend, and the sidecar of the
     ONNX graph it runs (None on ``torch``): the graph shipped beside the weights or found in
     the engines folder by the weights' hash, else exported with the network's own spec
-    (:func:`sgdfuse_ros.models.stage1.stage1_spec`) from ``load_model()`` (PyTorch)."""
+    (:func:`sgdfuse_ros.models.stage1.stage1_spec`) from ``load_model()`` (PyTorch).
+    ``graph``: ``float`` or ``int8`` (its quantization, on onnxruntime; made ahead of time,
+    :mod:`sgdfuse_ros.runtime.quantize`)."""
     from sgdfuse_ros.core.hashing import sha256_file
     from sgdfuse_ros.runtime.loader import load_graph
 
@@ -59,7 +61,7 @@ def stage1_backend(backend: str, weights: str | os.PathLike, *,
     return load_graph(backend, pattern='stage1', digest=sha256_file(weights), source=str(weights),
                       shipped=weights, exportable=exportable if load_model else None,
                       export_command='sgdfuse export --onnx --models stage1 --stage1-weights '
-                      f'{weights}', device=device, threads=threads, **options)
+                      f'{weights}', device=device, threads=threads, graph=graph, **options)
 
 
 def run_stage1(be, ir: np.ndarray, vis: np.ndarray, channels: int = 1, *,
@@ -90,7 +92,10 @@ class Stage1Method:
     when the backend cannot load). ``auto`` (the default): TensorRT where it runs, else ONNX
     Runtime when installed (about 2x faster than PyTorch on a busy CPU, see
     docs/benchmarks.md), else PyTorch; it falls back to PyTorch when the backend cannot load
-    and PyTorch is installed.
+    and PyTorch is installed. ``graph``: ``float`` (the default) or ``int8``, the network's
+    INT8 graph on ONNX Runtime (shipped beside the float one; faster on the CPU, see
+    docs/benchmarks.md); ``int8`` needs the ``onnxruntime`` backend (or ``auto`` resolving
+    to it) and does not fall back.
     """
 
     name = 'stage1'
@@ -100,8 +105,10 @@ class Stage1Method:
     blend_maps = False
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = 'cpu',
-                 threads: int | None = None, backend: str | None = 'auto', **unused):
+                 threads: int | None = None, backend: str | None = 'auto', graph: str = 'float',
+                 **unused):
         from sgdfuse_ros.runtime.loader import RUNTIME_OPTIONS, auto_fallback
+        from sgdfuse_ros.runtime.quantize import check_kind
 
         runtime_options = {k: unused.pop(k) for k in RUNTIME_OPTIONS if k in unused}
         unknown = set(unused) - {'steps', 'teacher'}  # refiner options: no meaning here
@@ -111,20 +118,24 @@ class Stage1Method:
         if not self.weights.is_file():
             raise FileNotFoundError(f'stage1: no weights file {self.weights}')
         self.device = str(device)
+        self.graph = check_kind(graph)
         self._model = None
         self.meta: dict[str, Any] | None = None  # the checkpoint's, once loaded in PyTorch
         self.backend = None  # None: the module itself (torch); else a runtime Backend
         if backend in (None, 'torch'):
+            if self.graph != 'float':
+                raise ValueError(f"stage1: graph='{graph}' runs on onnxruntime, not torch")
             from sgdfuse_ros.runtime.extras import require_torch
 
             require_torch("the 'torch' backend")
             self.channels, self.net_multiple = self.model.config.in_channels, self.model.multiple
             return
-        if backend == 'auto':
+        if backend == 'auto' and self.graph == 'float':
             runtime_options.setdefault('fallback', auto_fallback(backend))
         self.backend, sidecar = stage1_backend(backend, self.weights,
                                                load_model=lambda: self.model, device=device,
-                                               threads=threads, **runtime_options)
+                                               threads=threads, graph=self.graph,
+                                               **runtime_options)
         if sidecar is None:  # fell back to the module
             self.channels, self.net_multiple = self.model.config.in_channels, self.model.multiple
         else:
@@ -151,7 +162,8 @@ class Stage1Method:
     def backend_report(self) -> dict[str, str]:
         """``{'stage1': the backend that runs the network}`` (with a fallback's reason)."""
         if self.backend is not None:
-            return {'stage1': self.backend.report()}
+            graph = '' if self.graph == 'float' else f'; {self.graph} graph'
+            return {'stage1': self.backend.report() + graph}
         import torch
 
         from sgdfuse_ros.runtime.torch_backend import torch_summary

@@ -141,7 +141,7 @@ class MaskCarrier:
     def _shift(self, ref: np.ndarray, cur: np.ndarray) -> tuple[float, float] | None:
         """Translation ``(dx, dy)`` of ``cur`` against ``ref`` in small-copy pixels, or None
         when the correlation is not to be trusted."""
-        if ref.shape != cur.shape:
+        if ref.shape != cur.shape or min(ref.shape) < 2:  # no window on a 1-pixel side
             return None
         if self._window is None or self._window.shape != ref.shape:
             self._window = cv2.createHanningWindow(ref.shape[::-1], cv2.CV_32F)

@@ -152,6 +152,7 @@ def build_report(*, now: float, started: float, identity: Mapping[str, str],
         **{f'pairs_dropped_{r}': str(c['dropped'].get(r, 0)) for r in PAIR_DROP_REASONS},
         'thermal_nonfinite_pixels': str(c.get('thermal_nonfinite_pixels', 0)),
         'thermal_nonfinite_frames': str(c.get('thermal_nonfinite_frames', 0)),
+        'thermal_gain_held_frames': str(c.get('thermal_gain_held', 0)),
         'errors_total': str(sum(c['errors'].values())),
     })
     for reason in DROP_REASONS:

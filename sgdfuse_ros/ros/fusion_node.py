@@ -289,6 +289,7 @@ class NodeFusion:
     def shutdown(self) -> None:
         """From any state: stop everything and free the models (harmless twice)."""
         self.stop_worker()
+        self.parameters.close()  # a refiner build under way: finished, then discarded
         self.cleanup()
 
     # ---- frames -----------------------------------------------------------------------------
@@ -366,8 +367,11 @@ class NodeFusion:
         result = self.stream.push(
             thermal, visible, name=f'pair @ {header.stamp.sec}.{header.stamp.nanosec:09d}')
         t2 = time.monotonic()
-        if self.autosize is not None:
-            self._adapt_work_size((t2 - t0) * 1e3, result.timings.get('fuse'))
+        if self.autosize is not None:  # the frame's time; the networks' part scales with size
+            note = self.autosize.after((t2 - t0) * 1e3, self._rate.period,
+                                       result.timings.get('fuse'))
+            if note:
+                self._log('work_size', *note)
         age_fused = (self._now_ns() - ref_ns) / 1e6
         if limit_ms and age_fused > limit_ms:
             self._drop('late_at_publish', f'pair @ {stamp_ns / 1e9:.3f} was {age_fused:.0f} ms '
@@ -405,16 +409,6 @@ class NodeFusion:
                 listener(stamp_ns, timings)
             except Exception as exc:  # noqa: BLE001
                 self.report_error('listener', f'{type(exc).__name__}: {exc}')
-
-    def _adapt_work_size(self, frame_ms: float, net_ms: float | None) -> None:
-        """Feed one frame's time (conversion and fusion; ``net_ms`` of it the method's, which
-        scales with the working size) to the automatic working size; a line when it changed (a
-        warning when it had to go down: fusion cannot keep up)."""
-        line = self.autosize.after(frame_ms, self._rate.period, net_ms)
-        if line:
-            down = self.autosize.controller.level != 'full' or 'down' in line
-            self._log('work_size', 'warning' if down else 'info',
-                      line + (' (fusion cannot keep up with the camera)' if down else ''))
 
     def add_frame_listener(self, listener) -> None:
         """Call ``listener(stamp_ns, timings_ms)`` (worker thread) after each published frame;
@@ -475,6 +469,7 @@ class NodeFusion:
     def counters(self) -> dict[str, Any]:
         """A snapshot of the node's counters (also what diagnostics report)."""
         sync = self.sync.stats() if self.sync is not None else None
+        pipeline = self.pipeline
         with self._lock:
             dropped = {r: self._dropped.get(r, 0) for r in diagnostics.PAIR_DROP_REASONS}
             dropped['stale'] = self._stale_before + self._slot.replaced + self.publisher.replaced
@@ -486,6 +481,7 @@ class NodeFusion:
                 'dropped': dropped,
                 'thermal_nonfinite_pixels': self._nonfinite_pixels,
                 'thermal_nonfinite_frames': self._nonfinite_frames,
+                'thermal_gain_held': pipeline.gain.held if pipeline is not None else 0,
                 'sync_dropped': {r: list(v) for r, v in sync.dropped.items()} if sync else {},
                 'errors': dict(self._errors),
                 'last_error': self._last_error,

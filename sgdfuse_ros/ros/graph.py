@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 import random
 import sys
+import threading
 
 #: ``ROS_DOMAIN_ID`` range drawn from when none is set (``scripts/env.sh`` uses the same), away
 #: from the low ids other ROS users on a machine tend to pick.
@@ -74,29 +75,61 @@ def msg_class(msgtype: str):
 
 
 def spin(executor) -> None:
-    """Spin ``executor`` until it is shut down (a thread target)."""
+    """Spin ``executor`` until it is shut down (a thread target). An exception that ends the
+    spin otherwise (a callback that raised) is printed as one line on stderr, not swallowed."""
     try:
         executor.spin()
-    except Exception:  # noqa: BLE001 - ExternalShutdownException at the end
-        pass
+    except Exception as exc:  # noqa: BLE001 - ExternalShutdownException at the end
+        from rclpy.executors import ExternalShutdownException
+
+        if not isinstance(exc, ExternalShutdownException) and executor.context.ok():
+            print(f'executor stopped: {type(exc).__name__}: {exc}', file=sys.stderr, flush=True)
+
+
+def join_spinner(executor, spinner, timeout: float = 10.0) -> None:
+    """Shut ``executor`` down and wait for the thread ``spinner`` that spins it. A process
+    must not exit while a thread is still inside rclpy's executor: that aborts it
+    (``terminate called without an active exception``)."""
+    if executor is not None:
+        executor.shutdown(timeout_sec=timeout)
+    if spinner is not None and spinner is not threading.current_thread():
+        spinner.join(timeout)
+
+
+def exit_now_if_threads_linger(code: int, logger=None) -> None:
+    """At the end of a process: when a thread other than the main one still runs (a model
+    build that outlived its wait), leave with ``code`` at once instead of letting the
+    interpreter finalize under it, which aborts the process."""
+    lingering = [t.name for t in threading.enumerate()
+                 if t is not threading.main_thread() and t.is_alive()]
+    if lingering and threading.current_thread() is threading.main_thread():
+        text = f'exiting with threads still running: {", ".join(lingering)}'
+        if logger is not None:
+            logger.warning(text)
+        else:
+            print(text, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def run_node(make_node, args=None, *, name: str, threads: int = 1) -> int:
     """Run the node ``make_node()`` builds until SIGINT or SIGTERM, then stop it cleanly;
-    returns the exit code (0, or 2 when the parameters are invalid: logged as one line).
+    returns the exit code (0; 2 when the parameters are invalid, 1 when the executor died: logged
+    as one line).
 
-    rclpy's own signal handler is not installed: it shuts the context down at once, under the
-    feet of a worker thread still publishing. Here a signal only sets a flag; then, in order,
-    the executor stops, ``node.stop()`` stops the node's work (its worker thread), the node is
-    destroyed and rclpy shut down, so a normal Ctrl-C or SIGTERM logs no error. A second
-    signal exits at once. ``threads``: executor threads (1, the default: a single-threaded
-    executor; more: a multi-threaded one, whose callback groups run side by side). The nodes'
-    callbacks are all short (the work is in their own threads), and rclpy's multi-threaded
-    executor costs more than it saves: under CPU contention it delayed the image callbacks by
-    10-15 ms more at the median and the node fused fewer frames (docs/benchmarks.md).
+    rclpy's own signal handler is not installed: it shuts the context down at once, under the feet
+    of a worker thread still publishing. Here a signal only sets a flag; then, in order, the
+    executor stops, ``node.stop()`` stops the node's work (its worker thread), the node is
+    destroyed (a refiner build under way is waited for) and rclpy shut down, so a normal Ctrl-C or
+    SIGTERM logs no error and never aborts. A second signal exits at once. ``threads``: executor
+    threads (1, the default: a single-threaded executor; more: a multi-threaded one, whose callback
+    groups run side by side). The nodes' callbacks are all short (the work is in their own
+    threads), and rclpy's multi-threaded executor costs more than it saves: under CPU contention it
+    delayed the image callbacks by 10-15 ms more at the median and the node fused fewer frames
+    (docs/benchmarks.md).
     """
     import signal
-    import threading
 
     import rclpy
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
@@ -117,7 +150,7 @@ def run_node(make_node, args=None, *, name: str, threads: int = 1) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     logger = rclpy.logging.get_logger(name)
-    node = executor = None
+    node = executor = spinner = None
     code = 0
     try:
         node = make_node()
@@ -131,20 +164,23 @@ def run_node(make_node, args=None, *, name: str, threads: int = 1) -> int:
             pass
         if received:
             logger.info(f'stopping on {signal.Signals(received[0]).name}')
+        elif not spinner.is_alive():
+            logger.fatal('the executor stopped; exiting')
+            code = 1
     except ParameterError as exc:
         logger.fatal(str(exc))
         code = 2
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=10.0)
+        join_spinner(executor, spinner)
         if node is not None:
             node.stop()
             node.destroy_node()
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    exit_now_if_threads_linger(code, logger)
     return code
 
 
-__all__ = ['DOMAIN_IDS', 'config_file', 'msg_class', 'qos_profile', 'ros_env_defaults',
-           'run_node', 'spin']
+__all__ = ['DOMAIN_IDS', 'config_file', 'exit_now_if_threads_linger', 'join_spinner', 'msg_class',
+           'qos_profile', 'ros_env_defaults', 'run_node', 'spin']

@@ -16,6 +16,9 @@ as the plain ``sgdfuse_node``:
 Parameters read at configuration may change while the node is unconfigured; while configured
 they are refused with ``read-only: cleanup, set it and configure again``. The run-time ones
 change in any state. Ctrl-C or SIGTERM shut the node down from whatever state it is in.
+
+A transition that the current state does not offer, asked for by label or by id (lifecycle
+managers send ids), is refused: ``success=false``, one warning line, the node stays as it was.
 """
 
 from __future__ import annotations
@@ -53,6 +56,30 @@ class SgdfuseLifecycleNode(FusionNodeMixin, LifecycleNode):
             f'unconfigured: waiting for configure, then activate (ros2 lifecycle set '
             f'{self.get_fully_qualified_name()} configure; the launch file does both unless '
             'autostart:=false)')
+        # rclpy answers a request by label for a transition the state does not offer, but
+        # raises from its service callback for one by id, which ends the spin; check first.
+        self._rclpy_change_state = self._service_change_state.callback
+        self._service_change_state.callback = self._on_change_state
+
+    def _on_change_state(self, request, response):
+        """The ``change_state`` service: a transition the current state offers (by id or by
+        label) runs; any other is refused with one warning line."""
+        wanted = request.transition.label or request.transition.id
+        offered = self._state_machine.available_transitions
+        if not any(wanted in (t[0], t[1]) for t in offered):
+            names = ', '.join(f'{t[1]} ({t[0]})' for t in offered) or 'none'
+            self.get_logger().warning(
+                f'change_state: transition {wanted!r} refused in state '
+                f'{self.lifecycle_state!r} (offered: {names})')
+            response.success = False
+            return response
+        try:
+            return self._rclpy_change_state(request, response)
+        except Exception as exc:  # noqa: BLE001 - an exception here would end the spin
+            self.get_logger().error(f'change_state {wanted!r} failed: '
+                                    f'{type(exc).__name__}: {exc}')
+            response.success = False
+            return response
 
     def _transition(self, name: str, step) -> TransitionCallbackReturn:
         """Run one step of :class:`NodeFusion`; a failure is logged as one line and fails the

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from .bag_io import (IMAGE_TYPES, BagError, BagReader, offered_qos, open_writer, typestore)
-from .graph import msg_class, qos_profile, ros_env_defaults, spin
+from .graph import join_spinner, msg_class, qos_profile, ros_env_defaults, spin
 
 @dataclass
 class PlayStats:
@@ -356,10 +356,9 @@ def play_bag(in_path: str | os.PathLike, *, rate: float = 1.0, loop: bool = Fals
             player.stats.interrupted = True
             return player.stats
     finally:
-        executor.shutdown(timeout_sec=1.0)
+        join_spinner(executor, spinner, 5.0)  # no rclpy thread left at exit (it aborts)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-        spinner.join(timeout=2.0)
 
 
 def record_bag(out: str | os.PathLike, topics: list[str], *, duration: float | None = None,

@@ -9,56 +9,35 @@ the node runs with ``read-only: restart the node``.
 
 Start it with ``sgdfuse_node --ros-args --params-file config/sgdfuse.yaml`` (venv) or
 ``ros2 run sgdfuse_ros sgdfuse_node --ros-args --params-file ...`` (ROS workspace). Ctrl-C or
-SIGTERM stop it cleanly (:func:`~.graph.run_node`).
+SIGTERM stop it cleanly (:func:`~.graph.run_node`), also while it starts: this module imports
+nothing heavy, so Ctrl-C during the start-up imports ends it with one line, exit status 130. The
+class itself is :class:`~.plain_node.SgdfuseNode` (also importable from here).
 """
+
 
 from __future__ import annotations
 
 import sys
 
-from rclpy.node import Node
-
-from sgdfuse_ros import params
-from sgdfuse_ros.fusion.pipeline import FusionPipeline
-from .fusion_node import FusionNodeMixin, NodeFusion
-from .graph import run_node
+from sgdfuse_ros.core.interrupts import sigterm_as_interrupt
 
 
-class SgdfuseNode(FusionNodeMixin, Node):
-    """Synchronized thermal + RGB in, fused image out (see the module docstring).
-
-    ``pipeline``: a built :class:`~sgdfuse_ros.fusion.pipeline.FusionPipeline` to fuse with
-    instead of the one the parameters describe (tests, embedding); the node owns it from then
-    on and frees it when destroyed. The other parameters (topics, masks rate, ...) still apply.
-    Raises :class:`~sgdfuse_ros.params.ParameterError` naming every invalid parameter.
-    """
-
-    def __init__(self, node_name: str = params.NODE_NAME, *,
-                 pipeline: FusionPipeline | None = None, **kwargs):
-        super().__init__(node_name, **kwargs)
-        self.fusion = None
-        try:
-            self.fusion = NodeFusion(self, managed=False, pipeline=pipeline)
-            self.fusion.configure()
-            self.fusion.activate()
-        except Exception:
-            if self.fusion is not None:
-                self.fusion.shutdown()
-            super().destroy_node()
-            raise
-
-    def stop(self) -> None:
-        """Stop fusing: the worker finishes the frame in hand, nothing is published after."""
-        self.fusion.stop_worker()
-
-    def destroy_node(self) -> None:
-        """Stop the worker, free the models, destroy the node."""
-        self.fusion.shutdown()
-        super().destroy_node()
+def __getattr__(name: str):
+    if name == 'SgdfuseNode':
+        from .plain_node import SgdfuseNode
+        return SgdfuseNode
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def main(args=None) -> int:
     """Console entry ``sgdfuse_node``: spin the node until Ctrl-C or SIGTERM."""
+    try:
+        with sigterm_as_interrupt():  # until run_node installs its own handling
+            from .graph import run_node
+            from .plain_node import SgdfuseNode
+    except KeyboardInterrupt:
+        print('sgdfuse_node: interrupted while starting', file=sys.stderr)
+        return 130
     return run_node(SgdfuseNode, args, name='sgdfuse_node')
 
 
@@ -66,4 +45,4 @@ if __name__ == '__main__':
     sys.exit(main())
 
 
-__all__ = ['SgdfuseNode', 'main']
+__all__ = ['main']  # and SgdfuseNode, imported on first use

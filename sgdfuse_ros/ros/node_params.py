@@ -45,7 +45,23 @@ class NodeParameters:
         self._refiner_lock = threading.Lock()
         self._refiner_target: int | None = None  # steps asked for (0: the method's default)
         self._builder: threading.Thread | None = None
+        self._closing = False
         self.node.add_on_set_parameters_callback(self.on_set)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop rebuilding: a build under way finishes (it cannot be cut short) and is
+        discarded; waits for it up to ``timeout`` s. A process must not exit while the builder
+        thread is inside PyTorch or ONNX Runtime: that aborts it. Rebuilds may be asked for
+        again afterwards (a managed node configured again)."""
+        with self._refiner_lock:
+            self._closing = True
+            builder = self._builder
+        if builder is not None and builder.is_alive() \
+                and builder is not threading.current_thread():
+            self.node.get_logger().info('waiting for the refiner build under way to finish')
+            builder.join(timeout)
+        with self._refiner_lock:  # a managed node may be configured again
+            self._closing = builder is not None and builder.is_alive()
 
     def _declare(self) -> list[str]:
         problems = []
@@ -124,6 +140,8 @@ class NodeParameters:
             raise ParameterError(f'refiner_steps: the method {method.name!r} has no diffusion '
                                  'refiner')
         with self._refiner_lock:
+            if self._closing:
+                raise ParameterError('refiner_steps: the node is shutting down')
             self._refiner_target = steps
             if self._builder is None or not self._builder.is_alive():
                 self._builder = threading.Thread(target=self._build_refiners,
@@ -146,7 +164,7 @@ class NodeParameters:
                 name = fusion.pipeline.method.name
             with self._refiner_lock:
                 target = self._refiner_target
-                if target == running:
+                if target == running or self._closing:
                     self._builder = None
                     return
             options = dataclasses.replace(settings, refiner_steps=target
@@ -166,7 +184,8 @@ class NodeParameters:
                     self.node.set_parameters([Parameter('refiner_steps', value=running)])
                 continue
             with fusion.transition:
-                if fusion.pipeline is None or fusion.pipeline.method.name != name:
+                if fusion.pipeline is None or fusion.pipeline.method.name != name \
+                        or self._closing:
                     fusion.close_quietly(built)
                     return
                 fusion.offer_method(built, options)

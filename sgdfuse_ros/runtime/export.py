@@ -106,13 +106,17 @@ def shipped_graph_paths(weights: str | os.PathLike, variant: str | None = None
     return onnx_paths(weights.parent, '', '', stem=stem)
 
 
-def shipped_graphs(weights: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """Every graph shipped beside a weights file (see :func:`shipped_graph_paths`), the
-    weights' own first."""
+def shipped_graphs(weights: str | os.PathLike, kind: str = 'float'
+                   ) -> list[tuple[Path, Path]]:
+    """Every graph of ``kind`` shipped beside a weights file (see :func:`shipped_graph_paths`),
+    the weights' own first: the float exports, or their INT8 quantizations (``int8``:
+    ``<stem>[_<variant>]_int8.onnx``, :mod:`.quantize`)."""
     weights = Path(weights)
-    variants = sorted(weights.parent.glob(f'{weights.stem}_*.onnx'))
-    return [shipped_graph_paths(weights)] + [
-        (p, p.with_name(p.name + '.json')) for p in variants]
+    suffix = '_int8'
+    own = shipped_graph_paths(weights, 'int8' if kind == 'int8' else None)
+    variants = [p for p in sorted(weights.parent.glob(f'{weights.stem}_*.onnx'))
+                if p != own[0] and p.stem.endswith(suffix) == (kind == 'int8')]
+    return [own] + [(p, p.with_name(p.name + '.json')) for p in variants]
 
 
 def read_onnx_sidecar(path: str | os.PathLike) -> dict:
@@ -155,17 +159,21 @@ def onnx_is_current(onnx_path: Path, sidecar: Path, digest: str) -> str | None:
 
 def find_graph(digest: str, *, pattern: str, dirs: Sequence[str | os.PathLike],
                shipped: str | os.PathLike | None = None,
-               accept: Callable[[dict], bool] | None = None, current: bool = True
-               ) -> tuple[Path | None, dict | None, str]:
+               accept: Callable[[dict], bool] | None = None, current: bool = True,
+               kind: str = 'float') -> tuple[Path | None, dict | None, str]:
     """The ONNX graph of the weights ``digest`` among what exists: the graphs shipped beside
     the weights file ``shipped`` (see :func:`shipped_graphs`) first, then, in each folder of
     ``dirs``, ``<pattern>_<hash12>.onnx`` (``pattern``: a glob of the graph's name, e.g.
     ``refiner_k*_t*``), each with a sidecar that names these weights and that ``accept(sidecar)``
-    takes. ``current``: see :func:`graph_problem`. Returns ``(path, sidecar, '')``, or
-    ``(None, None, what was looked at)``. Imports neither torch nor onnx."""
+    takes. ``current``: see :func:`graph_problem`. ``kind``: ``float`` (the export) or
+    ``int8`` (its quantization, ``<pattern>_int8_<hash12>.onnx``, :mod:`.quantize`). Returns
+    ``(path, sidecar, '')``, or ``(None, None, what was looked at)``. Imports neither torch
+    nor onnx."""
     candidates = []
     if shipped is not None:
-        candidates.extend(p for p in shipped_graphs(shipped) if p[0].is_file())
+        candidates.extend(p for p in shipped_graphs(shipped, kind) if p[0].is_file())
+    if kind == 'int8':
+        pattern += '_int8'
     for folder in dirs:
         folder = Path(folder)
         if folder.is_dir():
@@ -176,9 +184,12 @@ def find_graph(digest: str, *, pattern: str, dirs: Sequence[str | os.PathLike],
         problem = graph_problem(path, sidecar, digest, current=current)
         if problem is None:
             data = read_onnx_sidecar(sidecar)
-            if accept is None or accept(data):
+            if data.get('graph', 'float') != kind:
+                problem = f'a {data.get("graph", "float")} graph'
+            elif accept is None or accept(data):
                 return path, data, ''
-            problem = 'exported with other settings'
+            else:
+                problem = 'exported with other settings'
         if path.is_file():
             seen.append(f'{path} ({problem})')
     where = ', '.join(str(Path(d)) for d in dirs)

@@ -134,7 +134,7 @@ def load_graph(backend: str | None, *, pattern: str, digest: str, source: str,
                export_command: str = 'sgdfuse export --onnx',
                device: str | None = None, threads: int | None = None,
                engines_dir: str | os.PathLike | None = None, fallback: str | None = None,
-               warn: Callable[[str], None] | None = None, **options
+               warn: Callable[[str], None] | None = None, graph: str = 'float', **options
                ) -> tuple[Backend, dict | None]:
     """Build ``backend`` for a network given by its weights' ``digest``, from an ONNX graph
     that exists for them, exporting one only when none does.
@@ -148,12 +148,22 @@ def load_graph(backend: str | None, *, pattern: str, digest: str, source: str,
     PyTorch: :class:`~.extras.TorchRequired` (an ``ImportError``) saying to export the graph
     on a machine with PyTorch (``export_command``, the command that writes it). ``torch``
     builds ``exportable()``'s module (needs PyTorch).
+    ``graph``: ``float`` (the export) or ``int8`` (its quantization, :mod:`.quantize`: made
+    ahead of time, never on first use; run on ``onnxruntime`` only, with no fallback).
     The other arguments are those of :func:`load_network`. Returns the backend and the
     sidecar of the graph it runs (None for ``torch``).
     """
+    from .quantize import check_kind
+
     name = resolve_backend(backend)
     if name not in BACKENDS:
         raise ValueError(f'unknown backend {name!r}; choose from auto, {", ".join(BACKENDS)}')
+    kind = check_kind(graph)  # the name `graph` is the finder below
+    if kind != 'float':
+        if name != 'onnxruntime':
+            raise ValueError(f"{pattern}: graph='{kind}' runs on onnxruntime (the CPU), not on "
+                             f"{name}; use graph='float' there")
+        exportable, fallback = None, None
     engines = Path(engines_dir) if engines_dir is not None else default_engines_dir()
     found: dict[str, Any] = {}
 
@@ -162,7 +172,13 @@ def load_graph(backend: str | None, *, pattern: str, digest: str, source: str,
             return found['path'], found['sidecar']
         can_export = exportable is not None and torch_available()
         path, sidecar, looked = find_graph(digest, pattern=pattern, dirs=[engines],
-                                           shipped=shipped, accept=accept, current=can_export)
+                                           shipped=shipped, accept=accept, current=can_export,
+                                           kind=kind)
+        if path is None and kind != 'float':
+            raise FileNotFoundError(
+                f'{pattern}: no {kind} graph of {source} (sha256 {digest[:12]}) was found '
+                f'(looked for {looked}); make it with `sgdfuse export --onnx --shipped '
+                f'--quantize {kind}`, or use graph=float')
         if path is None:
             if not can_export:
                 raise TorchRequired(

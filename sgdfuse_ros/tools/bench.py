@@ -86,6 +86,11 @@ def add_arguments(p) -> None:
     p.add_argument('--jpeg', type=int, metavar='QUALITY',
                    help="also time the JPEG of each fused frame, the node's compressed output "
                    '(publish_compressed with jpeg_quality QUALITY); not in the total')
+    p.add_argument('--graph', default='float', choices=('float', 'int8', 'both'),
+                   help='graphs of the networks on onnxruntime: float (default), int8 (their '
+                   'INT8 quantization), or both side by side in alternating runs')
+    p.add_argument('--rounds', type=int, default=2,
+                   help='with --graph both: runs of each graph, alternating (default 2)')
     p.add_argument('--json', action='store_true', help='print one JSON object')
     p.add_argument('--variants', action='store_true',
                    help='instead: time stage 1 under graph/layout choices (NHWC, graph '
@@ -416,17 +421,24 @@ def run_bench_command(args) -> int:
                                 random_weights=args.random, threads=args.threads)
             print(json.dumps(rows) if args.json else format_variants(rows, size))
             return 0
-        res = run_bench(size=size, backend=args.backend, frames=args.frames,
-                        warmup=args.warmup, method=args.method, weights=args.weights,
-                        random_weights=args.random, threads=args.threads,
-                        mask_frames=args.mask_frames, mask_worker=args.mask_worker,
-                        mask_rate_hz=args.mask_rate, mask_provider=args.mask_provider,
-                        refiner_weights=args.refiner_weights,
-                        refiner_backend=args.refiner_backend, task=args.task,
-                        mask_options={'checkpoint': str(args.mask_checkpoint)}
-                        if args.mask_checkpoint else None,
-                        work_size=parse_size(args.work_size) if args.work_size else None,
-                        jpeg_quality=args.jpeg)
+        kwargs = dict(size=size, backend=args.backend, frames=args.frames,
+                      warmup=args.warmup, method=args.method, weights=args.weights,
+                      random_weights=args.random, threads=args.threads,
+                      mask_frames=args.mask_frames, mask_worker=args.mask_worker,
+                      mask_rate_hz=args.mask_rate, mask_provider=args.mask_provider,
+                      refiner_weights=args.refiner_weights,
+                      refiner_backend=args.refiner_backend,
+                      mask_options={'checkpoint': str(args.mask_checkpoint)}
+                      if args.mask_checkpoint else None)
+        graph = getattr(args, 'graph', 'float')
+        if graph == 'both':
+            from .bench_graphs import format_graphs, run_graphs
+
+            both = run_graphs(run_bench, rounds=args.rounds, **kwargs)
+            print(json.dumps(both) if args.json else format_graphs(both))
+            return 0
+        res = run_bench(method_options={'graph': graph} if graph != 'float' else None,
+                        **kwargs)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f'sgdfuse: error: {exc}', file=sys.stderr)
         return 2

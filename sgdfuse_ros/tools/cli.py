@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import sys
 from types import ModuleType
 
+from sgdfuse_ros.core.interrupts import sigterm_as_interrupt
 from sgdfuse_ros.runtime.extras import TorchRequired
 from sgdfuse_ros.training import ablation
 from . import ament_prefix, bag, bench, demo_command, export, fuse, masks, train
@@ -116,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cmd = COMMANDS[args.command]
     try:
-        return getattr(cmd.module, cmd.run)(args)
+        with sigterm_as_interrupt():  # SIGTERM cleans up as Ctrl-C does
+            return getattr(cmd.module, cmd.run)(args)
+    except KeyboardInterrupt:  # a command with nothing of its own to say about it
+        print(f'sgdfuse {args.command}: interrupted', file=sys.stderr)
+        return 130
     except ModuleNotFoundError as exc:  # the runtime install has no PyTorch: say so in one line
         if exc.name != 'torch':
             raise

@@ -245,7 +245,7 @@ def _run_graph(cfg: DemoConfig, sample, node_proc: _NodeProcess, live: _Live, ou
     from diagnostic_msgs.msg import DiagnosticArray
 
     from sgdfuse_ros.ros.bag_io import IMAGE
-    from sgdfuse_ros.ros.graph import spin
+    from sgdfuse_ros.ros.graph import join_spinner, spin
     from sgdfuse_ros.ros.live import BagPlayer, BagRecorder
 
     context = rclpy.Context()
@@ -336,11 +336,9 @@ def _run_graph(cfg: DemoConfig, sample, node_proc: _NodeProcess, live: _Live, ou
                 recorder.close()
             except Exception:  # noqa: BLE001
                 pass
-        executor.shutdown(timeout_sec=1.0)
+        join_spinner(executor, spinner if spinner.ident else None, 5.0)  # none left at exit
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-        if spinner.is_alive():
-            spinner.join(timeout=2.0)
 
 
 def _pct(values, q) -> float:

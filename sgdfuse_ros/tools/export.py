@@ -10,10 +10,15 @@ into the engines folder of a machine without PyTorch, they are what runs there.
 ``--shipped`` writes the graphs that ship with the package beside the shipped weights
 (:data:`sgdfuse_ros.models.weights.SHIPPED_GRAPHS`: stage 1 and the student's K-step sampler,
 ``<weights stem>.onnx`` + ``<weights stem>.onnx.json``), which the runtime install (no PyTorch)
-runs. Run it whenever those weights change::
+runs. Run it whenever those weights change (then ``--quantize int8``, below)::
 
     sgdfuse export --onnx --shipped            # into sgdfuse_ros/weights/
     sgdfuse export --onnx --shipped --out DIR  # the same files elsewhere (the tests compare)
+
+``--shipped --quantize int8`` then writes the INT8 graphs of those float graphs beside them
+(:mod:`.quantize`: calibrated on the training pairs, checked on the validation pairs)::
+
+    sgdfuse export --onnx --shipped --quantize int8 [--data ../shared/data/ivif] [--out DIR]
 """
 
 from __future__ import annotations
@@ -197,6 +202,14 @@ def add_arguments(p) -> None:
     p.add_argument('--random', action='store_true',
                    help='export untrained networks where no weights are installed (tests)')
     p.add_argument('--no-check', action='store_true', help='skip the PyTorch parity check')
+    p.add_argument('--quantize', choices=('int8',), default=None,
+                   help='with --shipped: write the INT8 graphs of the shipped float graphs '
+                   '(those already beside the weights, or in --out), calibrated on the '
+                   'training pairs of --data, and check the method float against INT8 on its '
+                   'validation pairs (every headline metric within 1%%)')
+    p.add_argument('--data', type=Path, default=None,
+                   help='registered pairs for --quantize (default: SGDFUSE_DATA, else '
+                   '../shared/data/ivif beside the checkout)')
     p.add_argument('--shipped', action='store_true',
                    help='write the ONNX graphs that ship with the package (stage 1, the '
                    "student refiner's K-step sampler) beside the shipped weights, or into --out; "
@@ -223,11 +236,22 @@ def run_export(args) -> int:
                   f'{", ".join(others)}', file=sys.stderr)
             return 2
         try:
+            if getattr(args, 'quantize', None):
+                from .quantize import run_quantize_shipped
+
+                return run_quantize_shipped(args.quantize, args.out, args.data)
             export_shipped(args.out)
+        except (FileNotFoundError, ImportError, ValueError) as exc:
+            print(f'sgdfuse: error: {exc}', file=sys.stderr)
+            return 2
         except ExportError as exc:
             print(f'shipped graphs: FAILED: {exc}', file=sys.stderr)
             return 1
         return 0
+    if getattr(args, 'quantize', None):
+        print('sgdfuse: error: --quantize quantizes the shipped graphs: use it with --shipped',
+              file=sys.stderr)
+        return 2
     try:
         w, h = parse_size(args.size)
     except ValueError as exc:

@@ -206,6 +206,8 @@ def run(args) -> dict[str, Any]:
                 options['steps'] = args.steps
         if name in ('stage1', 'sgdfuse'):
             options['backend'] = args.backend
+            if args.graph != 'float':
+                options['graph'] = args.graph
         pipeline = FusionPipeline(method=name, method_options=options,
                                   mask_provider=args.mask_provider)
         temporal = mode == 'temporal'
@@ -245,7 +247,7 @@ def run(args) -> dict[str, Any]:
                          'sigma': args.sigma, 'margin': args.margin,
                          'gain_jump': args.gain_jump,
                          'refresh_every': refresh_every, 'mask_provider': args.mask_provider,
-                         'backend': args.backend},
+                         'backend': args.backend, 'graph': args.graph},
             'machine': {'cpus': os.cpu_count(), 'load': round(os.getloadavg()[0], 2),
                         'python': platform.python_version()}}
 
@@ -306,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--gain-jump', type=float, default=30.0,
                    help='grey levels the thermal frames of the static scene step up by, from '
                    'its middle frame (default %(default)s)')
+    p.add_argument('--graph', default='float', choices=('float', 'int8'),
+                   help='graphs of the networks on onnxruntime (default %(default)s)')
     p.add_argument('--seed', type=int, default=0, help='noise seed (default %(default)s)')
     p.add_argument('--json', type=Path, help='also write the full result (per frame) here')
     p.add_argument('--video', type=Path, help='real video instead of the synthetic clips: a '

@@ -12,7 +12,10 @@ Safe with the user's memory and files: the networks run on at most ``--max-pixel
 (default 1920x1080; larger frames are fused at a reduced working size and written at their
 own size, or refused with ``--oversize refuse``); an output never replaces an input, an
 existing file is replaced only with ``--overwrite`` (every name is checked before the first is
-written), and a path that cannot be used is one error line (exit status 2).
+written), and a path that cannot be used is one error line (exit status 2). Each image is
+written atomically. A folder run stopped by Ctrl-C or SIGTERM says so (exit status 130) and
+leaves :data:`PARTIAL_LIST` in the output folder, the outputs it wrote: the same command run
+again replaces those (they are its own) without ``--overwrite`` and finishes the folder.
 """
 
 from __future__ import annotations
@@ -30,16 +33,20 @@ from .common import (add_budget_arguments, add_task_argument, err, given_options
 DEFAULT_RATE = 10.0
 #: Mask refreshes per second of ``--sequence`` without ``--mask-rate`` (the node's default).
 DEFAULT_MASK_RATE = 2.0
+#: In the output folder while a folder run writes it (:class:`~sgdfuse_ros.core.files.RunOutputs`).
+PARTIAL_LIST = '.sgdfuse_fuse_partial'
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--ir', required=True, type=Path,
-                   help='infrared image file or folder (task medical: the PET, SPECT or CT)')
-    p.add_argument('--vis', required=True, type=Path,
-                   help='visible image file or folder (task medical: the MRI)')
+    # required unless --list-methods: checked by run()
+    p.add_argument('--ir', type=Path, help='infrared image file or folder (task medical: the '
+                   'PET, SPECT or CT) (required)')
+    p.add_argument('--vis', type=Path,
+                   help='visible image file or folder (task medical: the MRI) (required)')
     add_task_argument(p)
-    p.add_argument('--out', required=True, type=Path,
-                   help='output file (pair mode) or folder (folder and sequence modes)')
+    p.add_argument('--out', type=Path,
+                   help='output file (pair mode) or folder (folder and sequence modes) '
+                   '(required)')
     p.add_argument('--method', default='auto',
                    help='fusion method: auto (best available), or a name from --list-methods')
     p.add_argument('--weights', type=Path, help='weights file for a network method')
@@ -173,6 +180,10 @@ def _read(pair: imaging.PairPaths, task: str = 'ivif', hinted: set | None = None
 def run(args: argparse.Namespace) -> int:
     if args.list_methods:
         return _list_methods()
+    missing = [f'--{k}' for k in ('ir', 'vis', 'out') if getattr(args, k) is None]
+    if missing:
+        err(f'the following arguments are required: {", ".join(missing)}')
+        return 2
     problem = _check_sequence_args(args)
     if problem:
         err(problem)
@@ -188,11 +199,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         pairs, problems, outputs, inputs = _plan(args)
-        files.check_outputs(outputs.values(), inputs, overwrite=args.overwrite)
+        written = files.RunOutputs(args.out if args.ir.is_dir() else None, PARTIAL_LIST)
+        own = written.own
+        if own:  # an interrupted run's outputs: replaced, but never an input
+            files.check_outputs(outputs.values(), inputs, overwrite=True)
+        files.check_outputs([o for o in outputs.values() if o.name not in own], inputs,
+                            overwrite=args.overwrite)
         if args.ir.is_dir():
             files.writable_folder(args.out)
         else:
             files.writable_folder(args.out.parent, target=args.out)
+        written.start()
     except (files.PathError, imaging.ImageError, OSError) as exc:
         if isinstance(exc, OSError):  # e.g. a folder that cannot be listed
             exc = files.os_problem(exc.filename or args.out, exc)
@@ -200,16 +217,25 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if getattr(args, 'sequence', False):
-            return _fuse_sequence(args, pipeline, sorted(pairs, key=lambda p: p.name),
-                                  problems, outputs)
-        return _fuse_pairs(args, pipeline, pairs, problems, outputs)
+            code = _fuse_sequence(args, pipeline, sorted(pairs, key=lambda p: p.name),
+                                  problems, outputs, written)
+        else:
+            code = _fuse_pairs(args, pipeline, pairs, problems, outputs, written)
     except files.PathError as exc:  # an output could not be written: the next would not either
         err(str(exc))
         return 2
+    except KeyboardInterrupt:
+        err(f'interrupted after {len(written.names)} of {len(outputs)} output(s); the same '
+            'command run again finishes (it replaces what this run wrote)'
+            if written.path else 'interrupted; nothing written')
+        return 130
+    written.done()
+    return code
 
 
 def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPaths],
-                problems: list[str], outputs: dict[str, Path]) -> int:
+                problems: list[str], outputs: dict[str, Path],
+                written: files.RunOutputs) -> int:
     """Each pair on its own (still images)."""
     failures = list(problems)
     hinted: set = set()
@@ -224,7 +250,7 @@ def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPath
                 err(failures[-1])
                 return 1
             continue
-        files.write_image(outputs[pair.name], result.image)
+        written.write_image(outputs[pair.name], result.image)
     done = len(pairs) - (len(failures) - len(problems))
     if len(pairs) > 1 or failures:
         print(f'fused {done} pair(s) with {pipeline.method_name} into {args.out}')
@@ -232,7 +258,8 @@ def _fuse_pairs(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPath
 
 
 def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairPaths],
-                   problems: list[str], outputs: dict[str, Path]) -> int:
+                   problems: list[str], outputs: dict[str, Path],
+                   written: files.RunOutputs) -> int:
     """Fuse the frames in order through an offline :class:`FusionStream`."""
     from sgdfuse_ros.fusion.stream import FusionStream
     from sgdfuse_ros.fusion.temporal import TemporalSettings
@@ -254,7 +281,7 @@ def _fuse_sequence(args: argparse.Namespace, pipeline, pairs: list[imaging.PairP
             except (imaging.ImageError, ValueError) as exc:
                 failures.append(too_large(exc) if isinstance(exc, FrameTooLarge) else str(exc))
                 continue
-            files.write_image(outputs[pair.name], result.image)
+            written.write_image(outputs[pair.name], result.image)
             done += 1
         stats = stream.mask_stats()
     line = (f'fused {done} frame(s) of a {rate:g} Hz sequence with {pipeline.method_name} '

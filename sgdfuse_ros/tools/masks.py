@@ -26,6 +26,9 @@ from sgdfuse_ros.core.budget import FrameTooLarge, PixelBudget
 from sgdfuse_ros.masks.base import MaskResult, build_provider, provider_names
 from .common import add_budget_arguments, err, given_options, too_large
 
+#: In the output folder while a folder run writes it (:class:`~sgdfuse_ros.core.files.RunOutputs`):
+#: after Ctrl-C or SIGTERM the same command replaces what it lists without ``--overwrite``.
+PARTIAL_LIST = '.sgdfuse_masks_partial'
 IR_COLOUR = (255, 60, 40)
 VIS_COLOUR = (40, 230, 60)
 
@@ -79,13 +82,14 @@ def output_paths(out_dir: Path, name: str) -> list[Path]:
 
 
 def write_masks(out_dir: Path, name: str, ir: np.ndarray, visible: np.ndarray,
-                result: MaskResult) -> list[Path]:
-    """Write ``NAME_ir_mask.png``, ``NAME_vis_mask.png`` and ``NAME_overlay.png`` (a
-    file-system failure raises :class:`~sgdfuse_ros.core.files.PathError`)."""
+                result: MaskResult, write=files.write_image) -> list[Path]:
+    """Write ``NAME_ir_mask.png``, ``NAME_vis_mask.png`` and ``NAME_overlay.png`` with
+    ``write(path, image)`` (a file-system failure raises
+    :class:`~sgdfuse_ros.core.files.PathError`)."""
     paths = output_paths(out_dir, name)
-    files.write_image(paths[0], imaging.to_uint8(result.ir))
-    files.write_image(paths[1], imaging.to_uint8(result.vis))
-    files.write_image(paths[2], overlay(ir, visible, result))
+    write(paths[0], imaging.to_uint8(result.ir))
+    write(paths[1], imaging.to_uint8(result.vis))
+    write(paths[2], overlay(ir, visible, result))
     return paths
 
 
@@ -175,8 +179,13 @@ def run_masks_command(args) -> int:
     try:
         pairs, problems, inputs = _plan(args)
         outputs = [p for pair in pairs for p in output_paths(args.out, pair.name)]
-        files.check_outputs(outputs, inputs, overwrite=args.overwrite)
+        written = files.RunOutputs(args.out if args.ir.is_dir() else None, PARTIAL_LIST)
+        if written.own:  # an interrupted run's outputs: replaced, but never an input
+            files.check_outputs(outputs, inputs, overwrite=True)
+        files.check_outputs([o for o in outputs if o.name not in written.own], inputs,
+                            overwrite=args.overwrite)
         files.writable_folder(args.out)
+        written.start()
     except (files.PathError, imaging.ImageError, OSError) as exc:
         if isinstance(exc, OSError):  # e.g. a folder that cannot be listed
             exc = files.os_problem(exc.filename or args.out, exc)
@@ -185,7 +194,19 @@ def run_masks_command(args) -> int:
     describe = getattr(provider, 'describe', lambda: getattr(provider, 'name', '?'))
     if not args.quiet:
         print(f'mask provider: {describe()}')
-    failures = list(problems)
+    try:
+        code = _mask_pairs(args, provider, budget, pairs, list(problems), written)
+    except KeyboardInterrupt:
+        err(f'interrupted after the masks of {len(written.names) // 3} of {len(pairs)} '
+            'pair(s); the same command run again finishes (it replaces what this run wrote)')
+        return 130
+    if code != 2:
+        written.done()
+    return code
+
+
+def _mask_pairs(args, provider, budget, pairs, failures: list[str],
+                written: files.RunOutputs) -> int:
     totals = []
     for pair in pairs:
         try:
@@ -201,7 +222,7 @@ def run_masks_command(args) -> int:
             failures.append(str(files.os_problem(exc.filename or pair.ir, exc)))
             continue
         try:
-            write_masks(args.out, pair.name, ir, visible, result)
+            write_masks(args.out, pair.name, ir, visible, result, write=written.write_image)
         except files.PathError as exc:  # the next pair could not be written either
             err(str(exc))
             return 2

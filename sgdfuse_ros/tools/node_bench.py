@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from sgdfuse_ros.ros.graph import qos_profile, ros_env_defaults
+from sgdfuse_ros.ros.graph import join_spinner, qos_profile, ros_env_defaults, spin
 from .timing import cpu_name
 
 
@@ -123,8 +123,9 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
     for n in (node, driver):  # one thread each: receipt is not delayed by the node's callbacks
         ex = SingleThreadedExecutor(context=ctx)
         ex.add_node(n)
-        threading.Thread(target=ex.spin, daemon=True).start()
-        executors.append(ex)
+        thread = threading.Thread(target=spin, args=(ex,), daemon=True)
+        thread.start()
+        executors.append((ex, thread))
     try:
         deadline = time.time() + 15
         while time.time() < deadline and not (pub_t.get_subscription_count()
@@ -151,8 +152,8 @@ def run_benchmark(*, rate: float = 15.0, duration: float = 20.0, warmup: float =
         load_after = os.getloadavg()
         counters = node.counters()
     finally:
-        for ex in executors:
-            ex.shutdown(timeout_sec=5)
+        for ex, thread in executors:
+            join_spinner(ex, thread, 5.0)  # no rclpy thread left at exit (it aborts)
         node.destroy_node()
         driver.destroy_node()
         rclpy.try_shutdown(context=ctx)

@@ -55,6 +55,7 @@ import cv2
 import numpy as np
 
 from sgdfuse_ros.core.imaging import parse_size
+from sgdfuse_ros.core.interrupts import sigterm_as_interrupt
 from .timing import bench_frames, cpu_name, load_average
 
 #: Most memory samples whatever the duration.
@@ -229,7 +230,7 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
     """Run the soak (see the module docstring); returns the figures. ``thermal_size``: the
     thermal camera's own size (default ``size``), registered to the RGB frame by the scaling
     homography."""
-    from sgdfuse_ros.ros.graph import ros_env_defaults
+    from sgdfuse_ros.ros.graph import join_spinner, ros_env_defaults, spin
 
     _check_busy(busy)
     ros_env_defaults()
@@ -278,7 +279,7 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
                      node_name, thermal_size)
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(driver.node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
     busy_procs: list[subprocess.Popen] = []
     samples: list[tuple[float, float | None, float | None]] = []  # (t, rss MiB, load)
@@ -324,7 +325,7 @@ def run_soak(*, duration: float, rate: float, size: tuple[int, int], busy: int =
         except subprocess.TimeoutExpired:
             node.kill()
             node.wait()
-        executor.shutdown(timeout_sec=5)
+        join_spinner(executor, spinner, 5.0)  # no rclpy thread left at exit (it aborts)
         driver.node.destroy_node()
         rclpy.try_shutdown(context=ctx)
     node_log = err_path.read_text()
@@ -570,15 +571,19 @@ def main(argv=None) -> int:
         except ValueError as exc:
             ap.error(f'--burst must be WxH:SECONDS, got {a.burst!r} ({exc})')
     try:
-        r = run_soak(duration=a.duration, rate=a.rate, size=size, busy=a.busy,
-                     thermal_size=parse_size(a.thermal_size) if a.thermal_size else None,
-                     warmup=a.warmup, params=a.param, trace=a.trace,
-                     executor_threads=a.executor_threads, sample_every=a.sample_every,
-                     burst=burst, node_nice=a.node_nice,
-                     log=lambda text: print(text, file=sys.stderr, flush=True))
+        with sigterm_as_interrupt():  # the node and busy processes are stopped either way
+            r = run_soak(duration=a.duration, rate=a.rate, size=size, busy=a.busy,
+                         thermal_size=parse_size(a.thermal_size) if a.thermal_size else None,
+                         warmup=a.warmup, params=a.param, trace=a.trace,
+                         executor_threads=a.executor_threads, sample_every=a.sample_every,
+                         burst=burst, node_nice=a.node_nice,
+                         log=lambda text: print(text, file=sys.stderr, flush=True))
     except (ValueError, RuntimeError) as exc:
         print(f'soak: {exc}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print('soak: interrupted; the node and the busy processes are stopped', file=sys.stderr)
+        return 130
     print(format_report(r))
     if a.json:
         a.json.write_text(json.dumps(r, indent=2))

@@ -110,7 +110,7 @@ class Feeder:
         from sgdfuse_ros.core.imaging import dataset_pairs, read_image, resize
         from sgdfuse_ros.core.paths import samples_dir
         from sgdfuse_ros.ros import convert
-        from sgdfuse_ros.ros.graph import qos_profile
+        from sgdfuse_ros.ros.graph import qos_profile, spin
 
         node = params.validate_settings({})  # the node's defaults: topics and QoS
         self.msgs = []
@@ -135,7 +135,7 @@ class Feeder:
         self.executor.add_node(self.node)
         self.rate = rate
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self.executor.spin, daemon=True),
+        self._threads = [threading.Thread(target=spin, args=(self.executor,), daemon=True),
                          threading.Thread(target=self._publish, daemon=True)]
         for t in self._threads:
             t.start()
@@ -154,8 +154,11 @@ class Feeder:
     def close(self) -> None:
         import rclpy
 
+        from sgdfuse_ros.ros.graph import join_spinner
+
         self._stop.set()
-        self.executor.shutdown(timeout_sec=5)
+        self._threads[1].join(5.0)
+        join_spinner(self.executor, self._threads[0], 5.0)  # none left at exit (it aborts)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.ctx)
 
