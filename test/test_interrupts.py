@@ -170,13 +170,14 @@ def test_fuse_many_on_sigterm_is_interrupted_and_resumes(long_bag, tmp_path):
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.parametrize('entry', ['node', 'lifecycle'])
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
-def test_node_stopped_while_it_imports_exits_with_one_line(sig):
-    """``sgdfuse_node`` (the console entry's code) stopped as soon as rclpy's library is
-    loaded, in its start-up imports: exit 130 with one line, or, when the start-up was done
-    already, the node's own clean stop; never a traceback."""
+def test_node_stopped_while_it_imports_exits_with_one_line(sig, entry):
+    """``sgdfuse_node`` and ``sgdfuse_lifecycle_node`` (the console entries' code) stopped as
+    soon as rclpy's library is loaded, in their start-up imports: exit 130 with one line, or,
+    when the start-up was done already, the node's own clean stop; never a traceback."""
     pytest.importorskip('rclpy', reason='needs the ros extra (rclpy)')
-    proc = subprocess.Popen([sys.executable, '-m', 'sgdfuse_ros.ros.node'], env=_env(),
+    proc = subprocess.Popen([sys.executable, '-m', f'sgdfuse_ros.ros.{entry}'], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     maps = Path(f'/proc/{proc.pid}/maps')
     deadline = time.time() + 60

@@ -339,11 +339,6 @@ def test_managed_node_without_autostart_waits_unconfigured(launch_env, tester, t
     assert 'unconfigured: waiting' in launch.output()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    'Ctrl-C in a terminal reaches the node twice, from the terminal and again from launch; '
-    "graph.run_node takes the second SIGINT for a user's second Ctrl-C and exits at once with "
-    "130, which launch reports as 'process has died' (with the default method it once hung "
-    'until launch killed it); it passes when the node is done before the second one comes'))
 def test_ctrl_c_in_a_terminal_stops_the_node_cleanly(launch_env, tester, tmp_path):
     """A terminal's Ctrl-C signals the whole foreground process group: ros2 launch and the
     node it started."""

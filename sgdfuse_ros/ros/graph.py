@@ -14,11 +14,14 @@ from pathlib import Path
 import random
 import sys
 import threading
+import time
 
 #: ``ROS_DOMAIN_ID`` range drawn from when none is set (``scripts/env.sh`` uses the same), away
 #: from the low ids other ROS users on a machine tend to pick.
 DOMAIN_IDS = (101, 200)
 DDS_PROFILE = 'fastdds_shm.xml'
+#: A second SIGINT/SIGTERM within this many seconds of the first is the same stop.
+REPEAT_SIGNAL_S = 2.0
 
 
 def config_file(name: str) -> Path | None:
@@ -122,7 +125,9 @@ def run_node(make_node, args=None, *, name: str, threads: int = 1) -> int:
     of a worker thread still publishing. Here a signal only sets a flag; then, in order, the
     executor stops, ``node.stop()`` stops the node's work (its worker thread), the node is
     destroyed (a refiner build under way is waited for) and rclpy shut down, so a normal Ctrl-C or
-    SIGTERM logs no error and never aborts. A second signal exits at once. ``threads``: executor
+    SIGTERM logs no error and never aborts. A second signal more than :data:`REPEAT_SIGNAL_S`
+    later exits at once; one sooner is the same stop (a terminal's Ctrl-C under ``ros2 launch``
+    reaches the node twice). ``threads``: executor
     threads (1, the default: a single-threaded executor; more: a multi-threaded one, whose callback
     groups run side by side). The nodes' callbacks are all short (the work is in their own
     threads), and rclpy's multi-threaded executor costs more than it saves: under CPU contention it
@@ -141,10 +146,16 @@ def run_node(make_node, args=None, *, name: str, threads: int = 1) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     received: list[int] = []
+    first: list[float] = []  # when the first signal came
 
     def on_signal(signum, _frame):
         if stop.is_set():
-            os._exit(128 + signum)  # a second Ctrl-C: do not wait for the models
+            # ros2 launch in a terminal: Ctrl-C reaches the node from the terminal, then launch
+            # passes it on: one stop. A second one later: do not wait for the models.
+            if time.monotonic() - first[0] > REPEAT_SIGNAL_S:
+                os._exit(128 + signum)
+            return
+        first.append(time.monotonic())
         received.append(signum)
         stop.set()
 
