@@ -427,9 +427,11 @@ def run_bench_command(args) -> int:
                       mask_frames=args.mask_frames, mask_worker=args.mask_worker,
                       mask_rate_hz=args.mask_rate, mask_provider=args.mask_provider,
                       refiner_weights=args.refiner_weights,
-                      refiner_backend=args.refiner_backend,
+                      refiner_backend=args.refiner_backend, task=args.task,
                       mask_options={'checkpoint': str(args.mask_checkpoint)}
-                      if args.mask_checkpoint else None)
+                      if args.mask_checkpoint else None,
+                      work_size=parse_size(args.work_size) if args.work_size else None,
+                      jpeg_quality=args.jpeg)
         graph = getattr(args, 'graph', 'float')
         if graph == 'both':
             from .bench_graphs import format_graphs, run_graphs
