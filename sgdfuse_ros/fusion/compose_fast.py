@@ -74,6 +74,7 @@ def _build():
 
 
 _scratch = threading.local()
+_launch = threading.Lock()
 
 
 def _buffers(shape: tuple[int, int]) -> list[np.ndarray]:
@@ -133,8 +134,9 @@ def compose_frame(maps: BlendMaps, ir: np.ndarray, vis: np.ndarray,
     out_rgb = (np.empty((h, w, 3), np.uint8) if rgb is not None
                else np.empty((0, 0, 3), np.uint8))
     src = np.ascontiguousarray(rgb) if rgb is not None else out_rgb
-    blend(src, ir, vis, b_ir, b_vis, *terms, np.float32(floor), np.float32(core), out_rgb,
-          out_y)
+    with _launch:  # numba's default (workqueue) threads take one parallel launch at a time
+        blend(src, ir, vis, b_ir, b_vis, *terms, np.float32(floor), np.float32(core), out_rgb,
+              out_y)
     return out_y, (out_rgb if rgb is not None else None)
 
 
