@@ -55,6 +55,7 @@ class Harness:
                  pipeline: FusionPipeline | None = None, node_class=SgdfuseNode,
                  connect: bool = True, name: str | None = None):
         self.context = context
+        self._clients: dict = {}
         self.name = name or f'sgdfuse_{random.randrange(1 << 30)}'
         self.node = None if node_class is None else node_class(
             self.name, context=context, pipeline=pipeline,
@@ -124,15 +125,20 @@ class Harness:
 
     def call(self, srv_type, service: str, request, timeout: float = 60.0):
         """Call one of the node's services (``service`` relative to the node, e.g.
-        ``set_parameters``) from the tester node; the response."""
-        client = self.tester.create_client(srv_type, f'/{self.name}/{service}')
-        try:
+        ``set_parameters``) from the tester node; the response. One client per service, kept:
+        ``wait_for_service`` sees the server's request reader, not that the server has matched
+        the client's response reader too, so a fresh client's first request can be answered
+        into the void; the first call of each client waits a moment for that."""
+        key = (srv_type, service)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = self.tester.create_client(
+                srv_type, f'/{self.name}/{service}')
             assert client.wait_for_service(timeout_sec=10.0), f'no service {service}'
-            future = client.call_async(request)
-            assert self.wait_for(future.done, timeout), f'{service}: no response'
-            return future.result()
-        finally:
-            self.tester.destroy_client(client)
+            time.sleep(0.5)
+        future = client.call_async(request)
+        assert self.wait_for(future.done, timeout), f'{service}: no response'
+        return future.result()
 
     def set_params(self, **values):
         """``ros2 param set`` through the node's SetParameters service: one result per
