@@ -60,7 +60,7 @@ setup(
     # What every install needs: the fusion itself runs on ONNX Runtime (the runtime extra)
     # and needs no PyTorch, which comes with the torch extra (training, export, backend torch).
     install_requires=[
-        'setuptools',
+        'setuptools>=70.1',  # bdist_wheel built in (the launch test environment builds wheels)
         'numpy>=1.24',
         'opencv-python-headless>=4.8',
         'pyyaml>=6',
