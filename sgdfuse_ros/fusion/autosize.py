@@ -33,7 +33,6 @@ with made-up timings.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
 
 #: Sides of working sizes are multiples of this (the refiner's side multiple: no padding).
 SIDE_MULTIPLE = 32
@@ -65,15 +64,6 @@ def size_ladder(frame: tuple[int, int], *, max_pixels: int | None = None,
             break
         scale *= step ** 0.5
     return sizes or [(w, h)]
-
-
-@dataclass
-class SizeState:
-    """What the controller decided, for logs and /diagnostics."""
-
-    size: tuple[int, int]
-    level: str
-    reason: str
 
 
 class WorkingSizeController:
@@ -126,10 +116,6 @@ class WorkingSizeController:
         self._avg_ms = None
         self._recent.clear()
         self._skip = 2 * self.settle
-
-    @property
-    def state(self) -> SizeState:
-        return SizeState(self.size, LEVELS[self._level], self.reason)
 
     @property
     def size(self) -> tuple[int, int]:
