@@ -162,8 +162,9 @@ def test_fuse_many_on_sigterm_is_interrupted_and_resumes(long_bag, tmp_path):
            '--chunk', '5']
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    err = _stop_when(proc, lambda: out.is_dir() and any(out.iterdir()), signal.SIGTERM,
-                     after=3.0)
+    partial = out / fleet.manifest.PARTIAL_DIR  # workers write there once Ray is up
+    err = _stop_when(proc, lambda: partial.is_dir() and any(partial.rglob('*')), signal.SIGTERM,
+                     after=1.0)
     assert proc.returncode == 130, err
     assert 'interrupted' in err and 'resume' in err and 'Traceback' not in err, err
     again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
