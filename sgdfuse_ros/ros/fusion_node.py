@@ -478,6 +478,7 @@ class NodeFusion:
                 'rgb_received': sync.received[1] if sync else 0,
                 'pairs': self._pairs,
                 'published': self._published,
+                'fused_replaced': self.publisher.replaced,  # in 'stale' too: never published
                 'dropped': dropped,
                 'thermal_nonfinite_pixels': self._nonfinite_pixels,
                 'thermal_nonfinite_frames': self._nonfinite_frames,
