@@ -565,7 +565,10 @@ def test_demo_end_to_end(tmp_path):
         assert 'node: laplacian' in out and 'Qabf' in out and 'mean (offline)' in out, out
     demo = tmp_path / 'demo'
     sheet = cv2.imread(str(demo / 'contact_sheet.png'))
-    assert sheet is not None and sheet.shape[1] == 3 * 320 and sheet.shape[0] == 7 * 240
+    # one row per scene with a fused frame: 7 scenes of 2 frames; on a loaded machine the node
+    # may drop both frames of one (as it may drop 4 of the 14 pairs below)
+    assert sheet is not None and sheet.shape[1] == 3 * 320
+    assert sheet.shape[0] % 240 == 0 and 6 * 240 <= sheet.shape[0] <= 7 * 240
     fused = bag_io.bag_info(demo / 'fused_bag')['topics']['/fused/image_raw']
     assert fused[1] >= 10  # at 10 Hz the laplacian node keeps up with nearly every pair
     assert 'homography' in (demo / 'sample_bag.params.yaml').read_text()
