@@ -18,6 +18,7 @@ user's cache folder); :func:`warm` compiles them ahead.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
@@ -36,6 +37,12 @@ def available() -> bool:
     path, e.g. to compare); cheap: looks for it, imports nothing."""
     if os.environ.get('SGDFUSE_NUMBA', '1') == '0':
         return False
+    return _installed()
+
+
+@functools.lru_cache(maxsize=1)
+def _installed() -> bool:
+    """Looked for once: the pipeline asks on every frame."""
     return importlib.util.find_spec('numba') is not None
 
 

@@ -352,7 +352,7 @@ def run_bench(*, size: tuple[int, int], backend: str = 'onnxruntime', frames: in
         'total_ms': med('total'), 'fps': round(frames / loop.wall, 2),
         'peak_rss_mb': round(peak_rss_mb(), 1), 'backend': backend, 'size': f'{w}x{h}',
         'method': method, 'frames': frames, 'threads': threads, 'task': task,
-        'work_size': f'{pipe.working_size(size)[0]}x{pipe.working_size(size)[1]}',
+        'work_size': 'x'.join(map(str, pipe.working_size(size))),
         'resize_ms': med('resize'), 'compose_ms': med('compose'),
         'thermal_ms': med('thermal'), 'color_ms': med('color'), 'merge_ms': med('merge'),
         'jpeg_ms': med('jpeg'),
